@@ -1,60 +1,100 @@
-// The per-sequence KV cache of MLA: per layer and token, only the normalized latent c_kv and
-// the rotated rope key, [kv_lora_rank + qk_rope_head_dim] values (576 for V3), never the
-// per-head keys and values. For V3.2, also the indexer's FP8 keys and their scales.
+// One sequence's KV cache of MLA: per layer and token, only the normalized latent c_kv and the
+// rotated rope key, [kv_lora_rank + qk_rope_head_dim] values (576 for V3), never the per-head
+// keys and values. For V3.2, also the indexer's FP8 keys and their scales.
 // Rows are absolute positions with RoPE already applied; they are never re-rotated.
+//
+// Paged: position p lives in page pages[p / P] at slot p % P of a PagePool (page_pool.h),
+// either a private pool sized for max_tokens (dseek run/chat) or one shared by every sequence
+// (the server), where full pages can be shared between sequences through the prefix index.
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "base/status.h"
+#include "kv/page_pool.h"
 #include "model/config.h"
 
 namespace dseek::kv {
 
-struct LayerCache {
-  std::vector<float> latent;          // [capacity, kv_lora_rank + qk_rope_head_dim]
-  std::vector<uint8_t> index_keys;    // [capacity, index_head_dim] e4m3 (V3.2)
-  std::vector<float> index_scales;    // [capacity, index_head_dim / 128]
-};
-
 class LatentCache {
  public:
-  // `max_tokens` bounds the context; memory grows with use, not up front.
+  // A private pool of ceil(max_tokens / P) pages; memory grows with use, not up front.
   LatentCache(const model::ModelConfig& c, int64_t max_tokens);
+  // Pages from a shared pool; this cache holds at most max_tokens positions.
+  LatentCache(std::shared_ptr<PagePool> pool, int64_t max_tokens);
+  ~LatentCache();  // releases its pages
+  LatentCache(const LatentCache&) = delete;
+  LatentCache& operator=(const LatentCache&) = delete;
 
   int64_t length() const { return length_; }
   int64_t max_tokens() const { return max_tokens_; }
-  int64_t latent_width() const { return latent_width_; }
-  int64_t index_dim() const { return index_dim_; }
-  int64_t num_layers() const { return static_cast<int64_t>(layers_.size()); }
+  int64_t latent_width() const { return pool_->latent_width(); }
+  int64_t index_dim() const { return pool_->index_dim(); }
+  int64_t num_layers() const { return pool_->num_layers(); }
+  int64_t page_tokens() const { return pool_->page_tokens(); }
+  PagePool& pool() { return *pool_; }
+  const PagePool& pool() const { return *pool_; }
+  const std::vector<int32_t>& pages() const { return pages_; }
   // Whether this cache has the shapes of config c (layers, latent and indexer widths).
-  bool fits(const model::ModelConfig& c) const;
+  bool fits(const model::ModelConfig& c) const { return pool_->fits(c); }
 
-  // Makes room for positions [length, length + n); error if past max_tokens.
+  // Pages needed so that positions [length, length + n) can be written, counting the copy of a
+  // shared last page: what reserve_next(n) will take from the pool.
+  int64_t pages_needed(int64_t n) const;
+  // Makes positions [length, length + n) writable: allocates pages, and copies a partially
+  // filled last page first if it is shared or published (copy-on-write). Errors: past
+  // max_tokens ("context full: ..."), or the pool has too few pages ("KV cache full: ...");
+  // on error nothing changes.
   Status reserve_next(int64_t n);
   // Marks positions [length, length + n) as filled (after every layer wrote them).
   void commit(int64_t n) { length_ += n; }
-  // Forgets every position >= n (a new prompt that shares the first n tokens).
-  void truncate(int64_t n) { length_ = n < length_ ? n : length_; }
+  // Forgets every position >= n, releasing the pages past the one holding position n - 1.
+  void truncate(int64_t n);
+  // Appends an already written, published page of the pool (retained by the caller's
+  // acquire_cached, which this cache now owns): positions [length, length + P). length must be
+  // a multiple of P.
+  void adopt_page(int32_t page);
 
-  float* latent_row(int64_t layer, int64_t pos) { return layers_[layer].latent.data() + pos * latent_width_; }
-  const float* latent_row(int64_t layer, int64_t pos) const {
-    return layers_[layer].latent.data() + pos * latent_width_;
+  float* latent_row(int64_t layer, int64_t pos) {
+    return pool_->latent(pages_[static_cast<size_t>(pos / P_)], layer) + (pos % P_) * latent_width_;
   }
-  LayerCache& layer(int64_t l) { return layers_[l]; }
-  const LayerCache& layer(int64_t l) const { return layers_[l]; }
+  const float* latent_row(int64_t layer, int64_t pos) const {
+    return pool_->latent(pages_[static_cast<size_t>(pos / P_)], layer) + (pos % P_) * latent_width_;
+  }
+  uint8_t* index_key(int64_t layer, int64_t pos) {
+    return pool_->index_keys(pages_[static_cast<size_t>(pos / P_)], layer) + (pos % P_) * index_dim_;
+  }
+  const uint8_t* index_key(int64_t layer, int64_t pos) const {
+    return pool_->index_keys(pages_[static_cast<size_t>(pos / P_)], layer) + (pos % P_) * index_dim_;
+  }
+  float* index_scale(int64_t layer, int64_t pos) {
+    return pool_->index_scales(pages_[static_cast<size_t>(pos / P_)], layer) + (pos % P_) * (index_dim_ / 128);
+  }
+  const float* index_scale(int64_t layer, int64_t pos) const {
+    return pool_->index_scales(pages_[static_cast<size_t>(pos / P_)], layer) + (pos % P_) * (index_dim_ / 128);
+  }
 
-  // Bytes one token occupies across all layers, as stored here (float32 latent) and at BF16.
+  // Bytes one token occupies across all layers, as stored (float32 latent, e4m3 index keys).
   int64_t bytes_per_token() const;
 
  private:
-  int64_t latent_width_;
-  int64_t index_dim_;
+  std::shared_ptr<PagePool> pool_;
   int64_t max_tokens_;
   int64_t length_ = 0;
-  int64_t capacity_ = 0;
-  std::vector<LayerCache> layers_;
+  int64_t P_, latent_width_, index_dim_;  // copies of the pool's, for the row accessors
+  std::vector<int32_t> pages_;            // page table: position p is in pages_[p / P_]
+};
+
+// One layer of one sequence's cache, as the attention and the indexer read and write it.
+struct LayerView {
+  LatentCache* cache;
+  int64_t layer;
+  float* latent_row(int64_t pos) const { return cache->latent_row(layer, pos); }
+  uint8_t* index_key(int64_t pos) const { return cache->index_key(layer, pos); }
+  float* index_scale(int64_t pos) const { return cache->index_scale(layer, pos); }
 };
 
 }  // namespace dseek::kv

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
 
+#include "base/check.h"
 #include "model/moe.h"
 #include "ops/linear.h"
 #include "ops/ops.h"
@@ -18,6 +20,17 @@ Model::Model(std::unique_ptr<Weights> weights) : weights_(std::move(weights)), r
 
 std::unique_ptr<Session> Model::new_session(int64_t max_tokens) const {
   return std::make_unique<Session>(config(), max_tokens > 0 ? max_tokens : config().max_position_embeddings);
+}
+
+std::unique_ptr<Session> Model::new_session(std::shared_ptr<kv::PagePool> pool, int64_t max_tokens) const {
+  DSEEK_CHECK(pool != nullptr && pool->fits(config()), "new_session: a page pool made for another model shape");
+  return std::make_unique<Session>(std::move(pool), max_tokens > 0 ? max_tokens : config().max_position_embeddings);
+}
+
+std::shared_ptr<kv::PagePool> Model::new_page_pool(int64_t max_tokens, int64_t page_tokens) const {
+  DSEEK_CHECK(page_tokens >= 1, "new_page_pool: page_tokens {}", page_tokens);
+  const int64_t tokens = max_tokens > 0 ? max_tokens : config().max_position_embeddings;
+  return std::make_shared<kv::PagePool>(config(), (tokens + page_tokens - 1) / page_tokens, page_tokens);
 }
 
 namespace {
@@ -37,7 +50,7 @@ void decoder_layer(const ModelConfig& c, const LayerWeights& w, const RopeTable&
   std::vector<float> normed(static_cast<size_t>(T * D)), branch(static_cast<size_t>(T * D));  // [T_total, D]
   std::vector<MlaSegment> segments;  // each sequence's rows and this layer's cache
   segments.reserve(seqs.size());
-  for (const Sequence& s : seqs) segments.push_back({s.offset, s.length, s.p0, s.cache->layer(layer)});
+  for (const Sequence& s : seqs) segments.push_back({s.offset, s.length, s.p0, kv::LayerView{s.cache, layer}});
 
   ops::rms_norm(h, w.input_layernorm.data(), T, D, eps, normed.data());
   mla_forward(c, w.attn, rope, normed.data(), T, segments, c.latent_cache_width(), form, branch.data());
@@ -92,7 +105,20 @@ Status Model::forward_batch(std::span<Session* const> sessions, std::span<const 
       return Status::errorf("{}context full: {} cached + {} new tokens exceed the context size of {} tokens",
                             where(i, B), s->length(), T, s->max_tokens());
   }
-  // Room for every sequence's new rows (cannot fail now: checked above; only grows capacity).
+  // Pages for every sequence's new rows, counted per pool: sequences may share one.
+  std::vector<std::pair<kv::PagePool*, int64_t>> pages_needed;  // pool -> pages all its sequences need
+  for (size_t i = 0; i < B; ++i) {
+    kv::LatentCache& cache = sessions[i]->cache();
+    const int64_t n = cache.pages_needed(static_cast<int64_t>(tokens[i].size()));
+    auto it = std::find_if(pages_needed.begin(), pages_needed.end(),
+                           [&](const auto& p) { return p.first == &cache.pool(); });
+    if (it == pages_needed.end()) pages_needed.emplace_back(&cache.pool(), n);
+    else it->second += n;
+  }
+  for (const auto& [pool, n] : pages_needed)
+    if (n > pool->available())
+      return Status::errorf("KV cache full: {} pages needed, {} available", n, pool->available());
+  // Room for every sequence's new rows (cannot fail now: checked above).
   std::vector<Sequence> seqs(B);
   int64_t T = 0;  // T_total
   for (size_t i = 0; i < B; ++i) {
@@ -111,6 +137,7 @@ Status Model::forward_batch(std::span<Session* const> sessions, std::span<const 
   for (size_t i = 0; i < B; ++i) {
     seqs[i].cache->commit(seqs[i].length);
     sessions[i]->tokens_.insert(sessions[i]->tokens_.end(), tokens[i].begin(), tokens[i].end());
+    sessions[i]->publish_full_pages();
   }
 
   // Final norm and lm_head over the rows that need logits: [R, D] -> [R, V], R = sum of

@@ -31,24 +31,38 @@ namespace dseek::model {
 
 // One sequence's state: its latent cache and the tokens it holds, so that a new prompt
 // sharing a prefix with them (the next turn of a chat) only computes what is new.
+//
+// On a shared page pool (the server), every page the session fills is published under its
+// prefix chain key, and reuse_prefix adopts pages other sessions published for the same
+// leading tokens. A private pool has nobody to share with: nothing is published there.
 class Session {
  public:
+  // A private pool for at most max_tokens positions.
   Session(const ModelConfig& c, int64_t max_tokens) : cache_(c, max_tokens) {}
+  // Pages from a shared pool (kept alive by the session); at most max_tokens positions.
+  Session(std::shared_ptr<kv::PagePool> pool, int64_t max_tokens) : cache_(std::move(pool), max_tokens), shared_(true) {}
   int64_t length() const { return cache_.length(); }
   int64_t max_tokens() const { return cache_.max_tokens(); }
   const std::vector<int32_t>& tokens() const { return tokens_; }
   // Forgets every position >= n.
-  void truncate(int64_t n) {
-    cache_.truncate(n);
-    if (n < static_cast<int64_t>(tokens_.size())) tokens_.resize(static_cast<size_t>(n));
-  }
+  void truncate(int64_t n);
+  // Keeps the longest common prefix of the session's tokens and `prompt`, then adopts the
+  // pool's published pages that hold the prompt's next tokens, one full page at a time.
+  // Returns the new length: how many leading prompt tokens are now cached.
+  int64_t reuse_prefix(std::span<const int32_t> prompt);
   kv::LatentCache& cache() { return cache_; }
   const kv::LatentCache& cache() const { return cache_; }
 
  private:
   friend class Model;
+  // After tokens were committed: records the chain key of every page that became full and, on
+  // a shared pool, publishes it.
+  void publish_full_pages();
+
   kv::LatentCache cache_;
+  bool shared_ = false;
   std::vector<int32_t> tokens_;
+  std::vector<kv::PagePool::PrefixKey> keys_;  // [length / P]: chain key of tokens [0, (i + 1) P)
 };
 
 struct ForwardOptions {
@@ -64,8 +78,15 @@ class Model {
   const ModelConfig& config() const { return weights_->config(); }
   const Weights& weights() const { return *weights_; }
 
-  // A session whose context holds at most max_tokens (0: max_position_embeddings).
+  // A session whose context holds at most max_tokens (0: max_position_embeddings), with a
+  // private page pool.
   std::unique_ptr<Session> new_session(int64_t max_tokens = 0) const;
+  // A session on a shared pool, which must have been made for this model's shapes (checked).
+  std::unique_ptr<Session> new_session(std::shared_ptr<kv::PagePool> pool, int64_t max_tokens = 0) const;
+  // A pool for this model with room for max_tokens positions (0: max_position_embeddings) in
+  // pages of page_tokens; its memory grows with use.
+  std::shared_ptr<kv::PagePool> new_page_pool(int64_t max_tokens,
+                                              int64_t page_tokens = kv::PagePool::kDefaultPageTokens) const;
 
   // Feeds `tokens` at positions [session.length(), + T) and appends them to the cache.
   // logits: [T, V] with all_logits, else [1, V] for the last token. Errors (bad token id, full
@@ -80,8 +101,9 @@ class Model {
   // at least for its config (checked: layers, latent and indexer widths). options apply to all.
   // (*logits)[i]: [T_i, V] with all_logits, else [1, V] for sequence i's last token. The result
   // for each sequence is the same as forward() on it alone. Errors (bad token id, full context,
-  // mismatched session in any sequence) are found before any work and leave ALL sessions
-  // unchanged.
+  // mismatched session in any sequence, too few free pages in a pool for all the sequences
+  // on it together: "KV cache full") are found before any work and leave ALL sessions
+  // unchanged. Pages that became full are published to a shared pool.
   Status forward_batch(std::span<Session* const> sessions, std::span<const std::span<const int32_t>> tokens,
                        const ForwardOptions& options, std::vector<std::vector<float>>* logits) const;
 

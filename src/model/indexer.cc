@@ -16,11 +16,11 @@ constexpr float kLayerNormEps = 1e-6f;  // the indexer's k_norm (a LayerNorm wit
 }  // namespace
 
 void indexer_scores(const ModelConfig& c, const uint8_t* q8, const float* q_scales, const float* head_weights,
-                    const kv::LayerCache& cache, int64_t n, float* scores) {
+                    const kv::LayerView& cache, int64_t n, float* scores) {
   const int64_t H = c.index_n_heads, d = c.index_head_dim, blocks = d / kQuantBlock;
   for (int64_t s = 0; s < n; ++s) {
-    const uint8_t* k8 = cache.index_keys.data() + s * d;
-    const float* k_scales = cache.index_scales.data() + s * blocks;
+    const uint8_t* k8 = cache.index_key(s);
+    const float* k_scales = cache.index_scale(s);
     float k[1024];
     for (int64_t i = 0; i < d; ++i) k[i] = fp8e4m3_to_f32(k8[i]);
     float total = 0.0f;
@@ -56,8 +56,8 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
       float* kt = k.data() + (seg.offset + t) * d;
       rope.rotate_half_split(kt, p);
       ops::hadamard_inplace(kt, d, hadamard_scale);
-      ops::fp8_quantize_blocks(kt, d, kQuantBlock, /*pow2_scale=*/true, seg.cache.index_keys.data() + p * d,
-                               seg.cache.index_scales.data() + p * blocks);
+      ops::fp8_quantize_blocks(kt, d, kQuantBlock, /*pow2_scale=*/true, seg.cache.index_key(p),
+                               seg.cache.index_scale(p));
     }
   }
 

@@ -37,8 +37,8 @@ using KeySelection = std::vector<std::vector<int32_t>>;
 KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const RopeTable& rope, const float* x,
                             const float* q_latent, int64_t T, std::span<const MlaSegment> segments);
 
-// Indexer scores of one query against keys [0, n): exposed for tests.
+// Indexer scores of one query against the keys at positions [0, n) of `cache`: exposed for tests.
 void indexer_scores(const ModelConfig& c, const uint8_t* q8, const float* q_scales, const float* head_weights,
-                    const kv::LayerCache& cache, int64_t n, float* scores);
+                    const kv::LayerView& cache, int64_t n, float* scores);
 
 }  // namespace dseek::model

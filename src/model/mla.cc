@@ -61,7 +61,7 @@ void append_latents(const ModelConfig& c, const AttentionWeights& w, const RopeT
   for (const MlaSegment& seg : segments) {
     for (int64_t t = 0; t < seg.length; ++t) {
       const int64_t p = seg.p0 + t;
-      float* row = seg.cache.latent.data() + p * width;
+      float* row = seg.cache.latent_row(p);
       const float* src = kv.data() + (seg.offset + t) * width;
       ops::rms_norm(src, w.kv_a_layernorm.data(), 1, c.kv_lora_rank, static_cast<float>(c.rms_norm_eps), row);
       std::copy(src + c.kv_lora_rank, src + width, row + c.kv_lora_rank);
@@ -82,11 +82,23 @@ struct KeyRange {
   int64_t key(int64_t t, int64_t i) const { return selection ? (*selection)[offset + t][i] : i; }
 };
 
+// A segment with the addresses of its cached rows [0, S_i): the cache is paged, so rows are
+// looked up once per layer here rather than once per head and query in the attention loops.
+struct SegmentRows {
+  const MlaSegment* seg;
+  std::vector<const float*> latent;  // [S_i] -> [r + d_r]
+};
+
+SegmentRows segment_rows(const MlaSegment& seg) {
+  SegmentRows out{&seg, std::vector<const float*>(static_cast<size_t>(seg.p0 + seg.length))};
+  for (int64_t s = 0; s < seg.p0 + seg.length; ++s) out.latent[s] = seg.cache.latent_row(s);
+  return out;
+}
+
 // Absorbed form over several segments at once: each head's [W_UK; W_UV] is decoded once and
 // serves every query of every segment. q: [T, H, d_n + d_r], o: [T, H, d_v] (batch rows).
 void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const float* q,
-                     std::span<const MlaSegment* const> segments, const KeySelection* selection, int64_t width,
-                     float scale, float* o) {
+                     std::span<const SegmentRows> segments, const KeySelection* selection, float scale, float* o) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
                 dv = c.v_head_dim, dqk = c.qk_head_dim();
 #pragma omp parallel
@@ -96,9 +108,10 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
 #pragma omp for schedule(static)
     for (int64_t h = 0; h < H; ++h) {
       ops::decode_rows(w.kv_b_proj, h * (dn + dv), dn + dv, wkv.data());
-      for (const MlaSegment* seg : segments) {
+      for (const SegmentRows& rows : segments) {
+        const MlaSegment* seg = rows.seg;
         const KeyRange keys{selection, seg->offset, seg->p0};
-        const float* latent = seg->cache.latent.data();
+        const float* const* latent = rows.latent.data();
         for (int64_t t = 0; t < seg->length; ++t) {
           const int64_t row = seg->offset + t;
           const float* qt = q + (row * H + h) * dqk;
@@ -107,12 +120,12 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
           const int64_t n = keys.count(t);
           p.resize(static_cast<size_t>(n));
           for (int64_t i = 0; i < n; ++i) {
-            const float* kv = latent + keys.key(t, i) * width;
+            const float* kv = latent[keys.key(t, i)];
             p[i] = scale * (ops::dot(q_lat.data(), kv, r) + ops::dot(qt + dn, kv + r, dr));
           }
           ops::softmax_inplace(p.data(), n);
           std::fill(o_lat.begin(), o_lat.end(), 0.0f);
-          for (int64_t i = 0; i < n; ++i) ops::axpy(p[i], latent + keys.key(t, i) * width, o_lat.data(), r);
+          for (int64_t i = 0; i < n; ++i) ops::axpy(p[i], latent[keys.key(t, i)], o_lat.data(), r);
           float* ot = o + (row * H + h) * dv;
           for (int64_t j = 0; j < dv; ++j) ot[j] = ops::dot(wkv.data() + (dn + j) * r, o_lat.data(), r);  // W_UV o_lat
         }
@@ -121,13 +134,13 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
   }
 }
 
-void attend_naive(const ModelConfig& c, const AttentionWeights& w, const float* q, const kv::LayerCache& cache,
-                  int64_t width, int64_t T, int64_t S, const KeyRange& keys, float scale, float* o) {
+void attend_naive(const ModelConfig& c, const AttentionWeights& w, const float* q, const SegmentRows& rows,
+                  int64_t T, int64_t S, const KeyRange& keys, float scale, float* o) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
                 dv = c.v_head_dim, dqk = c.qk_head_dim();
   // Expand every cached latent to this layer's per-head keys and values: [S, H, d_n + d_v].
   std::vector<float> latents(static_cast<size_t>(S * r));
-  for (int64_t s = 0; s < S; ++s) std::copy_n(cache.latent.data() + s * width, r, latents.data() + s * r);
+  for (int64_t s = 0; s < S; ++s) std::copy_n(rows.latent[s], r, latents.data() + s * r);
   std::vector<float> kv(static_cast<size_t>(S * H * (dn + dv)));
   ops::linear(latents.data(), S, w.kv_b_proj, kv.data());
 #pragma omp parallel
@@ -142,7 +155,7 @@ void attend_naive(const ModelConfig& c, const AttentionWeights& w, const float* 
         for (int64_t i = 0; i < n; ++i) {
           const int64_t s = keys.key(t, i);
           const float* k_nope = kv.data() + (s * H + h) * (dn + dv);
-          const float* k_rope = cache.latent.data() + s * width + r;
+          const float* k_rope = rows.latent[s] + r;
           p[i] = scale * (ops::dot(qt, k_nope, dn) + ops::dot(qt + dn, k_rope, dr));
         }
         ops::softmax_inplace(p.data(), n);
@@ -173,20 +186,20 @@ void mla_forward(const ModelConfig& c, const AttentionWeights& w, const RopeTabl
   // take alone. Absorbed segments share one pass over the heads.
   const float scale = static_cast<float>(c.softmax_scale());
   std::vector<float> o(static_cast<size_t>(T * H * dv));  // [T, H * d_v]
-  std::vector<const MlaSegment*> absorbed;
+  std::vector<SegmentRows> absorbed;
   for (const MlaSegment& seg : segments) {
     AttentionForm f = form;
     if (f == AttentionForm::kAuto)
       f = (seg.length >= kNaiveMinTokens && sel == nullptr) ? AttentionForm::kNaive : AttentionForm::kAbsorbed;
     if (f == AttentionForm::kAbsorbed) {
-      absorbed.push_back(&seg);
+      absorbed.push_back(segment_rows(seg));
       continue;
     }
     const KeyRange keys{sel, seg.offset, seg.p0};
-    attend_naive(c, w, q.q.data() + seg.offset * H * dqk, seg.cache, latent_width, seg.length, seg.p0 + seg.length,
-                 keys, scale, o.data() + seg.offset * H * dv);
+    attend_naive(c, w, q.q.data() + seg.offset * H * dqk, segment_rows(seg), seg.length, seg.p0 + seg.length, keys,
+                 scale, o.data() + seg.offset * H * dv);
   }
-  if (!absorbed.empty()) attend_absorbed(c, w, q.q.data(), absorbed, sel, latent_width, scale, o.data());
+  if (!absorbed.empty()) attend_absorbed(c, w, q.q.data(), absorbed, sel, scale, o.data());
   ops::linear(o.data(), T, w.o_proj, out);  // [T, D]
 }
 

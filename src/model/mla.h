@@ -31,12 +31,12 @@ namespace dseek::model {
 enum class AttentionForm { kAuto, kNaive, kAbsorbed };
 
 // One sequence's slice of a batch: rows [offset, offset + length) of x and out are its new
-// tokens, at positions [p0, p0 + length) of `cache` (this layer's cache of that sequence).
+// tokens, at positions [p0, p0 + length) of `cache` (this layer's view of that sequence's cache).
 struct MlaSegment {
   int64_t offset;
   int64_t length;
   int64_t p0;
-  kv::LayerCache& cache;
+  kv::LayerView cache;
 };
 
 // x: [T, D] (after input_layernorm), the rows of every segment (which tile [0, T) without

@@ -58,9 +58,8 @@ Status Generator::prefill(model::Session& session, const std::vector<int32_t>& p
   if (n > session.max_tokens())
     return Status::errorf("the prompt has {} tokens but the context holds {} (raise -c/--ctx-size)", n,
                           session.max_tokens());
-  const auto& have = session.tokens();
-  int64_t common = 0;
-  while (common < static_cast<int64_t>(have.size()) && common < n && have[common] == prompt[common]) ++common;
+  // The session's own common prefix, then pages other sessions published for the same tokens.
+  int64_t common = session.reuse_prefix(prompt);
   common = std::min(common, n - 1);  // the last prompt token is always fed: its logits are needed
   session.truncate(common);
   *cached = common;

@@ -54,7 +54,8 @@ class Generator {
   Expected<GenerateResult> generate(model::Session& session, const std::vector<int32_t>& prompt,
                                     const GenerateOptions& options, const PieceCallback& on_piece) const;
 
-  // Brings the session to exactly `prompt` (longest cached prefix reused) and returns the
+  // Brings the session to exactly `prompt` (longest cached prefix reused, its own or pages
+  // published to its shared pool: Session::reuse_prefix) and returns the
   // logits after its last token. `cached` receives how many tokens were reused.
   Status prefill(model::Session& session, const std::vector<int32_t>& prompt, int64_t chunk,
                  std::vector<float>* last_logits, int64_t* cached) const;

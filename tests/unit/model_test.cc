@@ -253,7 +253,7 @@ TEST(Mla, NaiveAndAbsorbedFormsAgreeWithSparseSelection) {
   for (auto [form, out] : {std::pair{AttentionForm::kNaive, &out_naive}, {AttentionForm::kAbsorbed, &out_absorbed}}) {
     kv::LatentCache cache(c, T);
     ASSERT_TRUE(cache.reserve_next(T).ok());
-    const MlaSegment segment{0, T, 0, cache.layer(0)};
+    const MlaSegment segment{0, T, 0, kv::LayerView{&cache, 0}};
     mla_forward(c, lw.attn, rope, x.data(), T, std::span(&segment, 1), cache.latent_width(), form, out->data());
   }
   double err = 0, ref = 0;
