@@ -1,6 +1,7 @@
 #include "runtime/generator.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "base/timer.h"
 #include "tokenizer/stream_decoder.h"
@@ -51,6 +52,18 @@ std::string StopStringFilter::finish() {
   return out;
 }
 
+std::vector<int32_t> ids_without_text(const tokenizer::Tokenizer& tok, int64_t vocab_size) {
+  std::vector<int32_t> ids;
+  for (int64_t id = 0; id < vocab_size; ++id)
+    if (tok.token_bytes(static_cast<int32_t>(id)) == nullptr) ids.push_back(static_cast<int32_t>(id));
+  return ids;
+}
+
+void forbid_ids(std::span<float> logits, std::span<const int32_t> ids) {
+  for (int32_t id : ids)
+    if (id >= 0 && static_cast<size_t>(id) < logits.size()) logits[static_cast<size_t>(id)] = -INFINITY;
+}
+
 Status Generator::prefill(model::Session& session, const std::vector<int32_t>& prompt, int64_t chunk,
                           std::vector<float>* last_logits, int64_t* cached) const {
   const int64_t n = static_cast<int64_t>(prompt.size());
@@ -83,6 +96,7 @@ Expected<GenerateResult> Generator::generate(model::Session& session, const std:
   clock.reset();
 
   sample::Sampler sampler(options.sampling);
+  const std::vector<int32_t> no_text = tok_ ? ids_without_text(*tok_, model_.config().vocab_size) : std::vector<int32_t>{};
   std::optional<tokenizer::StreamDecoder> decoder;
   if (tok_) decoder.emplace(*tok_, /*skip_special=*/false);
   StopStringFilter filter(tok_ ? options.stop : std::vector<std::string>{});
@@ -96,6 +110,7 @@ Expected<GenerateResult> Generator::generate(model::Session& session, const std:
 
   result.finish = FinishReason::kLength;
   for (int64_t i = 0; options.max_tokens < 0 || i < options.max_tokens; ++i) {
+    forbid_ids(logits, no_text);
     const int32_t id = sampler.sample(logits, history);
     if (std::find(options.eos_ids.begin(), options.eos_ids.end(), id) != options.eos_ids.end()) {
       result.finish = FinishReason::kStop;

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -64,6 +65,13 @@ class Generator {
   const model::Model& model_;
   const tokenizer::Tokenizer* tok_;
 };
+
+// Ids in [0, vocab_size) that the tokenizer cannot decode: checkpoints pad the embedding past the
+// tokenizer's last id (DeepSeek-V3: 129280 rows, 128815 tokens). A model never trained on them
+// may still rate them, so generation rules them out rather than emit a token with no text.
+std::vector<int32_t> ids_without_text(const tokenizer::Tokenizer& tok, int64_t vocab_size);
+// Sets those ids' logits to -inf. logits: [vocab_size].
+void forbid_ids(std::span<float> logits, std::span<const int32_t> ids);
 
 // Text emission with stop strings: holds back any tail that could still become a stop string.
 class StopStringFilter {
