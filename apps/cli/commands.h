@@ -31,5 +31,6 @@ void register_init(CLI::App& app, Runner* run);
 void register_run(CLI::App& app, Runner* run);
 void register_chat(CLI::App& app, Runner* run);
 void register_bench(CLI::App& app, Runner* run);
+void register_serve(CLI::App& app, Runner* run);  // OpenAI-compatible HTTP server
 
 }  // namespace dseek::cli
