@@ -3,7 +3,12 @@
 # interactive chat with the default model (made by setup with dseek init: DeepSeek-V3's
 # architecture and tokenizer, small and with random weights until a trained demo model ships,
 # so its answers are noise). Extra arguments go to dseek chat, e.g. -m MODEL_DIR.
+# `scripts/quickstart.sh serve [ARGS]` starts the OpenAI-compatible server (dseek serve) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+if [ "${1:-}" = "serve" ]; then
+  shift
+  exec ./build/dseek serve "$@"
+fi
 exec ./build/dseek chat "$@"
