@@ -15,7 +15,7 @@ Expected<std::optional<std::string>> opt_string(const OrderedJson& m, const char
   if (v.is_array()) {
     std::string s;
     for (const auto& part : v) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+      if (!part.is_object() || !part.contains("type") || part["type"] != "text" || !part.contains("text") ||
           !part["text"].is_string())
         return Status::errorf("{}.{}: only text parts are supported", where, key);
       s += part["text"].get<std::string>();
