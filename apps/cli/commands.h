@@ -25,6 +25,7 @@ inline int exit_code(const Status& s) { return s.ok() ? 0 : fail(s.message()); }
 
 void register_info(CLI::App& app, Runner* run);
 void register_logits(CLI::App& app, Runner* run);
+void register_grad(CLI::App& app, Runner* run);  // loss and gradients (training parity)
 void register_tokenize(CLI::App& app, Runner* run);  // tokenize and detokenize
 void register_chat_format(CLI::App& app, Runner* run);
 void register_init(CLI::App& app, Runner* run);

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   dseek::cli::Runner run;
   dseek::cli::register_info(app, &run);
   dseek::cli::register_logits(app, &run);
+  dseek::cli::register_grad(app, &run);
   dseek::cli::register_tokenize(app, &run);
   dseek::cli::register_chat_format(app, &run);
   dseek::cli::register_init(app, &run);

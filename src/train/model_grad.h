@@ -1,0 +1,101 @@
+// The whole-model training pass: a float32 forward over one sequence that keeps each layer's
+// activations, the next-token loss (kept apart from the model so other objectives plug in),
+// and the backward, which mirrors model/deepseek.cc layer by layer in reverse and accumulates
+// d loss / d weight into a Gradients map keyed by Hugging Face tensor name.
+//
+// Scope today: the main model (embedding, MLA, dense FFN, MoE, final norm, lm_head). Hooks for
+// what comes later: the MTP module reads the final hidden states and adds into their gradient
+// (BackwardInputs::d_hidden); a balance loss adds into the router logits (moe_backward.h);
+// LoRA adds rows to the tensor table. V3.2 sparse attention (the indexer) is refused for now.
+//
+// Legend: T = tokens of the sequence, D = hidden_size, V = vocab_size.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "model/config.h"
+#include "model/weights.h"
+#include "train/mla_backward.h"
+#include "train/moe_backward.h"
+#include "train/ops_backward.h"
+
+namespace dseek::train {
+
+struct GradTensor {
+  std::vector<int64_t> shape;  // the weight's shape
+  std::vector<float> values;   // row-major, float32
+};
+
+// d loss / d weight for every trainable tensor of the main model, by HF name: every row of
+// the tensor table in the main group except e_score_correction_bias (selection only). Laid
+// out like the weights, so an optimizer walks the same table.
+class Gradients {
+ public:
+  explicit Gradients(const model::ModelConfig& c);
+
+  // nullptr when the model has no such trainable tensor.
+  float* find(const std::string& name);
+  // The buffer of a tensor that must exist (DSEEK_CHECK).
+  float* at(const std::string& name);
+  const std::map<std::string, GradTensor>& tensors() const { return tensors_; }
+  void zero();
+
+ private:
+  std::map<std::string, GradTensor> tensors_;
+};
+
+// Everything one decoder layer's backward reads.
+struct LayerActivations {
+  std::vector<float> x;         // [T, D] residual stream entering the layer
+  std::vector<float> attn_in;   // [T, D] input_layernorm(x)
+  MlaActivations attn;
+  std::vector<float> mid;       // [T, D] residual stream after attention
+  std::vector<float> ffn_in;    // [T, D] post_attention_layernorm(mid)
+  FfnActivations mlp;           // dense layers
+  MoeActivations moe;           // MoE layers
+};
+
+struct Activations {
+  std::vector<int32_t> tokens;  // [T]
+  RopeAngles rope;              // positions [0, T)
+  std::vector<LayerActivations> layers;
+  std::vector<float> hidden;    // [T, D] final hidden states, before model.norm (MTP reads these)
+  std::vector<float> normed;    // [T, D] after model.norm
+  std::vector<float> logits;    // [T, V]
+  int64_t T() const { return static_cast<int64_t>(tokens.size()); }
+};
+
+// Checks that `tokens` can be trained on: ids in the vocabulary, at least 2 tokens (one
+// prediction), at most max_position_embeddings, and a model the backward supports.
+Status check_trainable(const model::ModelConfig& c, std::span<const int32_t> tokens);
+
+// The forward over tokens at positions [0, T) (validated by check_trainable).
+Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens);
+
+// Mean next-token cross-entropy of the logits at positions [0, T-1) against tokens [1, T);
+// *dlogits ([T, V], zeroed here) receives d loss / d logits (row T-1 stays 0).
+double next_token_loss(const Activations& act, int64_t vocab, std::vector<float>* dlogits);
+
+// Gradients flowing into the model's outputs.
+struct BackwardInputs {
+  const float* d_logits = nullptr;  // [T, V]
+  const float* d_hidden = nullptr;  // [T, D] extra gradient on Activations::hidden (MTP), or null
+};
+
+// Adds d loss / d weight into *grads (which it does not zero: sums over sequences accumulate).
+void model_backward(const model::Weights& w, const Activations& act, const BackwardInputs& in, Gradients* grads);
+
+struct LossAndGradients {
+  double loss = 0;
+  Gradients grads;
+};
+
+// check_trainable, train_forward, next_token_loss and model_backward in one call.
+Expected<LossAndGradients> loss_and_gradients(const model::Weights& w, std::span<const int32_t> tokens);
+
+}  // namespace dseek::train
