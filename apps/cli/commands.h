@@ -33,5 +33,6 @@ void register_run(CLI::App& app, Runner* run);
 void register_chat(CLI::App& app, Runner* run);
 void register_bench(CLI::App& app, Runner* run);
 void register_serve(CLI::App& app, Runner* run);  // OpenAI-compatible HTTP server
+void register_tokenizer_train(CLI::App& app, Runner* run);  // learn a BPE tokenizer
 
 }  // namespace dseek::cli
