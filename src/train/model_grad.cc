@@ -11,9 +11,10 @@
 
 namespace dseek::train {
 
-Gradients::Gradients(const model::ModelConfig& c) {
+Gradients::Gradients(const model::ModelConfig& c, bool include_mtp) {
   for (const model::TensorSpec& spec : model::build_tensor_table(c)) {
-    if (spec.group != model::TensorGroup::kMain || spec.kind == model::TensorKind::kBias) continue;
+    const bool wanted = spec.group == model::TensorGroup::kMain || include_mtp;
+    if (!wanted || spec.kind == model::TensorKind::kBias) continue;
     int64_t n = 1;
     for (int64_t d : spec.shape) n *= d;
     tensors_[spec.name] = GradTensor{spec.shape, std::vector<float>(static_cast<size_t>(n), 0.0f)};
@@ -71,6 +72,48 @@ void add_into(const std::vector<float>& x, std::vector<float>* y) {
 
 }  // namespace
 
+void layer_train_forward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
+                         int64_t T, std::vector<float>* hp, LayerActivations* ap) {
+  const int64_t D = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  std::vector<float>& h = *hp;
+  LayerActivations& a = *ap;
+  DSEEK_CHECK(static_cast<int64_t>(h.size()) == T * D, "layer input has {} values, expected {} x {}", h.size(), T, D);
+  std::vector<float> branch(h.size());  // [T, D]
+  a.x = h;
+  a.attn_in.resize(h.size());
+  rms_norm_forward(h.data(), lw.input_layernorm.data(), T, D, eps, a.attn_in.data());
+  mla_train_forward(c, lw.attn, rope, a.attn_in.data(), T, &a.attn, branch.data());
+  add_into(branch, &h);  // residual
+  a.mid = h;
+  a.ffn_in.resize(h.size());
+  rms_norm_forward(h.data(), lw.post_attention_layernorm.data(), T, D, eps, a.ffn_in.data());
+  if (lw.is_moe) moe_train_forward(c, lw.moe, a.ffn_in.data(), T, &a.moe, branch.data());
+  else ffn_train_forward(lw.mlp, a.ffn_in.data(), T, &a.mlp, branch.data());
+  add_into(branch, &h);  // residual
+}
+
+void layer_backward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
+                    const LayerActivations& a, int64_t T, const std::string& p, Gradients* grads,
+                    std::vector<float>* dhp) {
+  const int64_t D = c.hidden_size;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  Gradients& g = *grads;
+  std::vector<float>& dh = *dhp;
+  // dh is d loss / d (the residual stream at that point): each branch adds its input's
+  // gradient into it (the residual path carries dh through unchanged).
+  std::vector<float> d_in(static_cast<size_t>(T * D), 0.0f);  // [T, D] gradient of a branch's normed input
+  if (lw.is_moe) moe_backward(c, lw.moe, a.ffn_in.data(), T, a.moe, dh.data(), d_in.data(), moe_grads(c, g, p));
+  else ffn_backward(lw.mlp, a.ffn_in.data(), T, a.mlp, dh.data(), d_in.data(), ffn_grads(g, p + "mlp."));
+  rms_norm_backward(a.mid.data(), lw.post_attention_layernorm.data(), d_in.data(), T, D, eps, dh.data(),
+                    g.at(p + "post_attention_layernorm.weight"));
+
+  std::fill(d_in.begin(), d_in.end(), 0.0f);
+  mla_backward(c, lw.attn, rope, a.attn_in.data(), T, a.attn, dh.data(), d_in.data(), attention_grads(g, p));
+  rms_norm_backward(a.x.data(), lw.input_layernorm.data(), d_in.data(), T, D, eps, dh.data(),
+                    g.at(p + "input_layernorm.weight"));
+}
+
 Status check_trainable(const model::ModelConfig& c, std::span<const int32_t> tokens) {
   if (c.has_indexer())
     return Status::error("training V3.2 sparse attention (the lightning indexer) is not supported yet");
@@ -94,23 +137,9 @@ Activations train_forward(const model::Weights& w, std::span<const int32_t> toke
   act.rope = rope_angles(model::RopeTable(c), T);
   act.layers.resize(static_cast<size_t>(c.num_hidden_layers));
 
-  std::vector<float> h(static_cast<size_t>(T * D)), branch(h.size());  // [T, D]
+  std::vector<float> h(static_cast<size_t>(T * D));  // [T, D]
   embedding_forward(w.embed_tokens, act.tokens.data(), T, h.data());
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const model::LayerWeights& lw = w.layers[l];
-    LayerActivations& a = act.layers[l];
-    a.x = h;
-    a.attn_in.resize(h.size());
-    rms_norm_forward(h.data(), lw.input_layernorm.data(), T, D, eps, a.attn_in.data());
-    mla_train_forward(c, lw.attn, act.rope, a.attn_in.data(), T, &a.attn, branch.data());
-    add_into(branch, &h);  // residual
-    a.mid = h;
-    a.ffn_in.resize(h.size());
-    rms_norm_forward(h.data(), lw.post_attention_layernorm.data(), T, D, eps, a.ffn_in.data());
-    if (lw.is_moe) moe_train_forward(c, lw.moe, a.ffn_in.data(), T, &a.moe, branch.data());
-    else ffn_train_forward(lw.mlp, a.ffn_in.data(), T, &a.mlp, branch.data());
-    add_into(branch, &h);  // residual
-  }
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer_train_forward(c, w.layers[l], act.rope, T, &h, &act.layers[l]);
   act.hidden = std::move(h);
   act.normed.resize(act.hidden.size());
   rms_norm_forward(act.hidden.data(), w.norm.data(), T, D, eps, act.normed.data());
@@ -145,23 +174,8 @@ void model_backward(const model::Weights& w, const Activations& act, const Backw
 
   // Layers in reverse. dh is d loss / d (the residual stream at that point): each branch adds
   // its input's gradient into it (the residual path carries dh through unchanged).
-  std::vector<float> d_in(static_cast<size_t>(T * D));  // [T, D] gradient of a branch's normed input
-  for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l) {
-    const model::LayerWeights& lw = w.layers[l];
-    const LayerActivations& a = act.layers[l];
-    const std::string p = model::layer_prefix(l);
-
-    std::fill(d_in.begin(), d_in.end(), 0.0f);
-    if (lw.is_moe) moe_backward(c, lw.moe, a.ffn_in.data(), T, a.moe, dh.data(), d_in.data(), moe_grads(c, g, p));
-    else ffn_backward(lw.mlp, a.ffn_in.data(), T, a.mlp, dh.data(), d_in.data(), ffn_grads(g, p + "mlp."));
-    rms_norm_backward(a.mid.data(), lw.post_attention_layernorm.data(), d_in.data(), T, D, eps, dh.data(),
-                      g.at(p + "post_attention_layernorm.weight"));
-
-    std::fill(d_in.begin(), d_in.end(), 0.0f);
-    mla_backward(c, lw.attn, act.rope, a.attn_in.data(), T, a.attn, dh.data(), d_in.data(), attention_grads(g, p));
-    rms_norm_backward(a.x.data(), lw.input_layernorm.data(), d_in.data(), T, D, eps, dh.data(),
-                      g.at(p + "input_layernorm.weight"));
-  }
+  for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l)
+    layer_backward(c, w.layers[l], act.rope, act.layers[l], T, model::layer_prefix(l), &g, &dh);
   embedding_backward(act.tokens.data(), dh.data(), T, D, g.at("model.embed_tokens.weight"));
 }
 

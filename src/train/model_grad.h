@@ -33,10 +33,14 @@ struct GradTensor {
 
 // d loss / d weight for every trainable tensor of the main model, by HF name: every row of
 // the tensor table in the main group except e_score_correction_bias (selection only). Laid
-// out like the weights, so an optimizer walks the same table.
+// out like the weights, so an optimizer walks the same table. With include_mtp, also the MTP
+// group's rows (model.layers.{num_hidden_layers}.*, train/mtp.h), the optional copies of the
+// embedding and head included: their buffers stay zero when the checkpoint shares the main
+// ones (MtpWeights::embed_tokens / shared_head_head empty), so an optimizer skips what the
+// checkpoint does not have.
 class Gradients {
  public:
-  explicit Gradients(const model::ModelConfig& c);
+  explicit Gradients(const model::ModelConfig& c, bool include_mtp = false);
 
   // nullptr when the model has no such trainable tensor.
   float* find(const std::string& name);
@@ -69,6 +73,17 @@ struct Activations {
   std::vector<float> logits;    // [T, V]
   int64_t T() const { return static_cast<int64_t>(tokens.size()); }
 };
+
+// One decoder layer (attention + dense FFN or MoE, each behind its RMSNorm and residual) over
+// positions [0, T) (rope holds at least T positions). h [T, D]: the residual stream, updated in
+// place; *a receives what layer_backward reads. The main model and the MTP block share it.
+void layer_train_forward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
+                         int64_t T, std::vector<float>* h, LayerActivations* a);
+// dh [T, D]: d loss / d the layer's output on entry, d loss / d its input on return. Parameter
+// gradients go into the buffers of *g named `prefix` (model::layer_prefix of the layer).
+void layer_backward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
+                    const LayerActivations& a, int64_t T, const std::string& prefix, Gradients* g,
+                    std::vector<float>* dh);
 
 // Checks that `tokens` can be trained on: ids in the vocabulary, at least 2 tokens (one
 // prediction), at most max_position_embeddings, and a model the backward supports.
