@@ -3,11 +3,14 @@
 #include "serve/guided.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <list>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 
 #include "base/check.h"
@@ -26,12 +29,24 @@ struct TokenIndex {
   std::vector<const std::string*> bytes;
   size_t max_len = 0;
   std::vector<uint8_t> symbol;       // per id: an added or special token (matched whole only)
+  uint64_t serial = 0;               // unique per index built: names it in mask-cache keys
+};
+
+// One state's allowed tokens as the shorter of its allowed and disallowed id lists, so that
+// applying it costs O(that list) rather than a walk (plus a fill for an allowed list).
+struct CachedMask {
+  bool allowed_list = false;  // ids are the allowed tokens; else the disallowed ones below vocab
+  size_t vocab = 0;           // ids at or above it are never allowed
+  std::vector<int32_t> ids;
+  size_t bytes() const { return sizeof(CachedMask) + ids.capacity() * sizeof(int32_t); }
 };
 
 namespace {
 
 std::shared_ptr<const TokenIndex> build_index(const tokenizer::Tokenizer& tok) {
+  static std::atomic<uint64_t> serials{0};
   auto idx = std::make_shared<TokenIndex>();
+  idx->serial = ++serials;
   idx->vocab = tok.vocab_size();
   idx->symbol.assign(idx->vocab, 0);
   for (const auto& a : tok.added_tokens())
@@ -72,6 +87,86 @@ std::shared_ptr<const TokenIndex> index_for(const tokenizer::Tokenizer& tok) {
   if (!slot || stale) slot = build_index(tok);
   return slot;
 }
+
+// A map with least-recently-used eviction past a byte budget (keys count too).
+template <typename V>
+class LruMap {
+ public:
+  explicit LruMap(size_t max_bytes) : max_bytes_(max_bytes) {}
+
+  const V* find(const std::string& key) {
+    auto it = map_.find(key);
+    if (it == map_.end()) return nullptr;
+    items_.splice(items_.begin(), items_, it->second);
+    return &it->second->value;
+  }
+  void insert(const std::string& key, V value, size_t value_bytes) {
+    if (map_.count(key)) return;  // another thread got there first: same value
+    items_.push_front({key, std::move(value), key.size() + value_bytes});
+    map_.emplace(items_.front().key, items_.begin());
+    bytes_ += items_.front().bytes;
+    while (bytes_ > max_bytes_ && items_.size() > 1) {
+      bytes_ -= items_.back().bytes;
+      map_.erase(items_.back().key);
+      items_.pop_back();
+    }
+  }
+
+ private:
+  struct Item {
+    std::string key;
+    V value;
+    size_t bytes;
+  };
+  size_t max_bytes_;
+  size_t bytes_ = 0;
+  std::list<Item> items_;  // most recently used first
+  std::unordered_map<std::string_view, typename std::list<Item>::iterator> map_;  // views of Item::key
+};
+
+// The process-wide mask cache: masks keyed by (grammar uid, MatchState::signature), shared by
+// all requests whose grammars are equal (same schema or tools, limits and vocabulary), so a
+// repeated request starts warm. Engine threads each run their own constraints but share this,
+// hence the mutex; it is held for a hash lookup and a list splice, never for a walk.
+class MaskCache {
+ public:
+  static MaskCache& instance() {
+    static MaskCache* c = new MaskCache();  // never destroyed: no exit-time destruction order
+    return *c;
+  }
+
+  // Equal fingerprints get equal uids while remembered; uids are never reused, so a forgotten
+  // fingerprint's masks just age out.
+  uint64_t grammar_uid(const std::string& fingerprint) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (const uint64_t* uid = grammars_.find(fingerprint)) return *uid;
+    const uint64_t uid = next_uid_++;
+    grammars_.insert(fingerprint, uid, sizeof(uid));
+    return uid;
+  }
+  std::shared_ptr<const CachedMask> find(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto* m = masks_.find(key);
+    return m ? *m : nullptr;
+  }
+  void insert(const std::string& key, std::shared_ptr<const CachedMask> mask) {
+    const size_t bytes = mask->bytes();
+    std::lock_guard<std::mutex> lock(mu_);
+    masks_.insert(key, std::move(mask), bytes);
+  }
+
+ private:
+  // 64 MiB: ~6000 free-string masks (~2.6K disallowed ids each for DeepSeek-V3), far more
+  // constrained ones (a few to a few hundred allowed ids), and at least 250 of the largest
+  // possible (half the vocabulary).
+  static constexpr size_t kMaskBytes = size_t{64} << 20;
+  static constexpr size_t kFingerprintBytes = size_t{8} << 20;
+
+  std::mutex mu_;
+  LruMap<std::shared_ptr<const CachedMask>> masks_{kMaskBytes};
+  LruMap<uint64_t> grammars_{kFingerprintBytes};
+  uint64_t next_uid_ = 1;
+};
 
 // Fixed text -> units, with each chat marker that the vocabulary has as an added token turned
 // into that token's symbol.
@@ -129,7 +224,13 @@ GuidedConstraint::GuidedConstraint(const tokenizer::Tokenizer& tok, std::shared_
     : tok_(tok), index_(std::move(index)), grammar_(std::move(grammar)), state_(*grammar_) {
   scratch_.resize(index_->max_len + 1);
   allowed_.assign(index_->vocab, 0);
+  // The index serial stands for the vocabulary: feed_token() reads the tokenizer it indexes.
+  std::string fingerprint(reinterpret_cast<const char*>(&index_->serial), sizeof(index_->serial));
+  fingerprint += grammar_->fingerprint();
+  grammar_uid_ = guided::MaskCache::instance().grammar_uid(fingerprint);
 }
+
+size_t GuidedConstraint::max_token_bytes() const { return index_->max_len; }
 
 bool GuidedConstraint::feed_token(MatchState* s, int32_t id) const {
   if (id < 0 || static_cast<size_t>(id) >= index_->vocab) return false;
@@ -148,49 +249,95 @@ bool GuidedConstraint::would_accept(int32_t id) const {
   return feed_token(&s, id);
 }
 
-void GuidedConstraint::mask(std::span<float> logits) {
-  const auto t0 = std::chrono::steady_clock::now();
-  const guided::TokenIndex& idx = *index_;
-  std::fill(allowed_.begin(), allowed_.end(), 0);
-  if (state_.done()) {
-    // The engine stops at complete(); should it still ask, only EOS keeps the mask non-empty.
-    if (tok_.eos_id() >= 0) allowed_[tok_.eos_id()] = 1;
+namespace {
+
+void apply_mask(const guided::CachedMask& m, std::span<float> logits, std::vector<float>* kept) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  if (m.allowed_list) {
+    kept->clear();
+    for (int32_t id : m.ids) kept->push_back(static_cast<size_t>(id) < logits.size() ? logits[id] : kNegInf);
+    std::fill(logits.begin(), logits.end(), kNegInf);
+    for (size_t i = 0; i < m.ids.size(); ++i)
+      if (static_cast<size_t>(m.ids[i]) < logits.size()) logits[m.ids[i]] = (*kept)[i];
   } else {
-    // Walk the tokens in byte order: scratch_[d] holds the state after the first d bytes of
-    // the current token, valid for d <= valid; a token sharing at least `failed` bytes with
-    // its predecessor starts with a prefix already rejected.
-    scratch_[0].assign(state_);
-    size_t valid = 0, failed = std::numeric_limits<size_t>::max();
-    for (size_t k = 0; k < idx.order.size(); ++k) {
-      const size_t l = idx.lcp[k];
-      if (k > 0 && l >= failed) continue;
-      failed = std::numeric_limits<size_t>::max();
-      const std::string& b = *idx.bytes[k];
-      size_t d = std::min(l, valid);
-      bool ok = true;
-      for (; d < b.size(); ++d) {
-        scratch_[d + 1].assign(scratch_[d]);
-        if (!scratch_[d + 1].feed(*grammar_, static_cast<unsigned char>(b[d]))) {
-          ok = false;
-          failed = d + 1;
-          valid = d;
-          break;
-        }
-      }
-      if (ok) {
-        allowed_[idx.order[k]] = 1;
-        valid = b.size();
+    for (int32_t id : m.ids)
+      if (static_cast<size_t>(id) < logits.size()) logits[id] = kNegInf;
+    for (size_t i = m.vocab; i < logits.size(); ++i) logits[i] = kNegInf;
+  }
+}
+
+}  // namespace
+
+std::shared_ptr<const guided::CachedMask> GuidedConstraint::walk_mask() {
+  const guided::TokenIndex& idx = *index_;
+  allowed_ids_.clear();
+  // Walk the tokens in byte order: scratch_[d] holds the state after the first d bytes of
+  // the current token, valid for d <= valid; a token sharing at least `failed` bytes with
+  // its predecessor starts with a prefix already rejected.
+  scratch_[0].assign(state_);
+  size_t valid = 0, failed = std::numeric_limits<size_t>::max();
+  for (size_t k = 0; k < idx.order.size(); ++k) {
+    const size_t l = idx.lcp[k];
+    if (k > 0 && l >= failed) continue;
+    failed = std::numeric_limits<size_t>::max();
+    const std::string& b = *idx.bytes[k];
+    size_t d = std::min(l, valid);
+    bool ok = true;
+    for (; d < b.size(); ++d) {
+      scratch_[d + 1].assign(scratch_[d]);
+      if (!scratch_[d + 1].feed(*grammar_, static_cast<unsigned char>(b[d]))) {
+        ok = false;
+        failed = d + 1;
+        valid = d;
+        break;
       }
     }
-    MatchState s;
-    for (int32_t id : grammar_->symbols) {
-      s.assign(state_);
-      if (s.feed(*grammar_, guided::kSymbolBase + static_cast<guided::Unit>(id))) allowed_[id] = 1;
+    if (ok) {
+      allowed_ids_.push_back(idx.order[k]);
+      valid = b.size();
     }
   }
-  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  for (size_t i = 0; i < logits.size(); ++i)
-    if (i >= allowed_.size() || !allowed_[i]) logits[i] = kNegInf;
+  MatchState s;
+  for (int32_t id : grammar_->symbols) {
+    s.assign(state_);
+    if (s.feed(*grammar_, guided::kSymbolBase + static_cast<guided::Unit>(id))) allowed_ids_.push_back(id);
+  }
+  auto m = std::make_shared<guided::CachedMask>();
+  m->vocab = idx.vocab;
+  m->allowed_list = allowed_ids_.size() <= idx.vocab - allowed_ids_.size();
+  if (m->allowed_list) {
+    m->ids = allowed_ids_;
+  } else {
+    std::fill(allowed_.begin(), allowed_.end(), 0);
+    for (int32_t id : allowed_ids_) allowed_[id] = 1;
+    m->ids.reserve(idx.vocab - allowed_ids_.size());
+    for (size_t id = 0; id < idx.vocab; ++id)
+      if (!allowed_[id]) m->ids.push_back(static_cast<int32_t>(id));
+  }
+  return m;
+}
+
+void GuidedConstraint::mask(std::span<float> logits) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (state_.done()) {
+    // The engine stops at complete(); should it still ask, only EOS keeps the mask non-empty.
+    const int32_t eos = tok_.eos_id();
+    for (size_t i = 0; i < logits.size(); ++i)
+      if (static_cast<int32_t>(i) != eos) logits[i] = -std::numeric_limits<float>::infinity();
+  } else {
+    // A token is at most max_len units (an added token is one), so that is the key's reach.
+    key_.assign(reinterpret_cast<const char*>(&grammar_uid_), sizeof(grammar_uid_));
+    state_.signature(*grammar_, static_cast<uint32_t>(std::max<size_t>(index_->max_len, 1)), &key_);
+    guided::MaskCache& cache = guided::MaskCache::instance();
+    std::shared_ptr<const guided::CachedMask> m = cache.find(key_);
+    if (m) {
+      ++mask_cache_hits_;
+    } else {
+      m = walk_mask();
+      cache.insert(key_, m);
+    }
+    apply_mask(*m, logits, &kept_);
+  }
   ++mask_calls_;
   mask_seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }

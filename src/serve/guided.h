@@ -8,6 +8,12 @@
 // cap (GuidedLimits) after which only the shortest completion is allowed, so decoding always
 // ends, and the mask is never empty.
 //
+// The vocabulary walk costs ~10-30 ms where most tokens are allowed (free strings), so masks
+// are cached per matcher state: the key (MatchState::signature) clamps counters that no single
+// token can take to their bound, so a long free string is one key and all but its first step
+// hit. The cache is process-wide and keyed by the grammar's fingerprint too: a request whose
+// schema or tools build the same grammar reuses earlier requests' masks.
+//
 // Text produced:
 //   V3 / R1  <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```
 //            <｜tool▁call▁end｜><｜tool▁calls▁end｜>   (R1: after "</think>\n\n", closing the
@@ -40,6 +46,7 @@ using GuidedLimits = guided::Limits;
 
 namespace guided {
 struct TokenIndex;  // token byte strings of one vocabulary, sorted (guided.cc)
+struct CachedMask;  // one state's allowed tokens (guided.cc)
 }
 
 // The constraint the factories return; its extra methods are for tests and metrics.
@@ -58,9 +65,15 @@ class GuidedConstraint : public TokenConstraint {
   const std::string& text() const { return text_; }
   int64_t mask_calls() const { return mask_calls_; }
   double mask_seconds() const { return mask_seconds_; }  // total time spent in mask()
+  // mask() calls answered from the mask cache (the rest walked the vocabulary).
+  int64_t mask_cache_hits() const { return mask_cache_hits_; }
+  // The longest plain token in bytes: the reach of a mask-cache key (MatchState::signature).
+  size_t max_token_bytes() const;
 
  private:
   bool feed_token(guided::MatchState* s, int32_t id) const;
+  // The allowed tokens of state_, found by walking the vocabulary.
+  std::shared_ptr<const guided::CachedMask> walk_mask();
 
   const tokenizer::Tokenizer& tok_;
   std::shared_ptr<const guided::TokenIndex> index_;
@@ -68,8 +81,13 @@ class GuidedConstraint : public TokenConstraint {
   guided::MatchState state_;
   std::string text_;
   std::vector<guided::MatchState> scratch_;  // one state per byte depth of the mask walk
+  std::vector<int32_t> allowed_ids_;  // scratch of walk_mask()
   std::vector<uint8_t> allowed_;
+  uint64_t grammar_uid_ = 0;    // names grammar_ in the process-wide mask cache
+  std::string key_;             // scratch for the mask-cache key
+  std::vector<float> kept_;     // scratch for applying an allowed-list mask
   int64_t mask_calls_ = 0;
+  int64_t mask_cache_hits_ = 0;
   double mask_seconds_ = 0;
 };
 

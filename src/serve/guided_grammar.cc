@@ -85,6 +85,110 @@ int32_t Grammar::any_at(int32_t depth) {
   return id;
 }
 
+namespace {
+
+void put(std::string* out, uint32_t v) { out->append(reinterpret_cast<const char*>(&v), sizeof(v)); }
+
+void put_units(std::string* out, const Units& u) {
+  put(out, static_cast<uint32_t>(u.size()));
+  for (Unit x : u) put(out, x);
+}
+
+void put_ints(std::string* out, const std::vector<int32_t>& v) {
+  put(out, static_cast<uint32_t>(v.size()));
+  for (int32_t x : v) put(out, static_cast<uint32_t>(x));
+}
+
+// bound - counter, clamped to [0, reach + 1]: while at most `reach` increments can happen,
+// every distance above reach compares alike ("never reached"), as does every one at or below 0.
+uint32_t distance(int64_t bound, int64_t counter, uint32_t reach) {
+  return static_cast<uint32_t>(std::clamp<int64_t>(bound - counter, 0, int64_t{reach} + 1));
+}
+
+}  // namespace
+
+std::string Grammar::fingerprint() const {
+  // Every Node field that step() reads must be here, or two different grammars could share masks.
+  std::string out;
+  put(&out, static_cast<uint32_t>(root));
+  for (int32_t v : {limits.max_string_chars, limits.max_number_digits, limits.max_array_items,
+                    limits.max_object_keys, limits.max_depth, limits.max_total_bytes})
+    put(&out, static_cast<uint32_t>(v));
+  put_ints(&out, symbols);
+  put(&out, static_cast<uint32_t>(nodes.size()));
+  for (const Node& n : nodes) {
+    put(&out, static_cast<uint32_t>(n.kind));
+    put(&out, static_cast<uint32_t>(n.cands.size()));
+    for (const Units& c : n.cands) put_units(&out, c);
+    put_ints(&out, n.conts);
+    put_ints(&out, n.tags);
+    put_ints(&out, n.children);
+    put(&out, n.raw);
+    put_units(&out, n.close);
+    for (int32_t v : {n.min_len, n.max_len, n.item, n.min_items, n.max_items, n.key_node, n.depth})
+      put(&out, static_cast<uint32_t>(v));
+    put(&out, n.integer);
+    put(&out, n.nonneg);
+  }
+  return out;
+}
+
+void MatchState::signature(const Grammar& g, uint32_t horizon, std::string* out) const {
+  // fed_ only matters through closing(): one increment per unit consumed.
+  put(out, distance(g.limits.max_total_bytes, fed_, horizon));
+  put(out, static_cast<uint32_t>(frames_.size()));
+  for (const Frame& f : frames_) {
+    const Node& n = g.nodes[f.node];
+    put(out, static_cast<uint32_t>(f.node));
+    put(out, f.phase);
+    switch (n.kind) {
+      case NodeKind::kChoice:  // a, b, c index candidates and units: bounded, kept exactly
+        put(out, f.a);
+        put(out, f.b);
+        put(out, f.c);
+        break;
+      case NodeKind::kSeq:
+      case NodeKind::kObject:
+        put(out, f.a);
+        break;
+      case NodeKind::kString: {
+        // a counts characters; held closing units (raw, f.c) are re-counted as content all
+        // at once, so they can add close.size() increments on top of one per unit.
+        const uint32_t reach = horizon + static_cast<uint32_t>(n.close.size());
+        put(out, distance(n.max_len, f.a, reach));
+        put(out, distance(n.min_len, f.a, reach));
+        put(out, f.c);
+        put(out, f.lt);
+        put(out, f.esc);
+        put(out, f.esc == 3 ? f.b : 0);  // b: the \uD... surrogate flag, read at esc == 3 only
+        put(out, f.need);
+        if (f.need > 0) {  // cp, lo, hi describe the character being decoded, else stale
+          put(out, f.cp);
+          put(out, f.lo);
+          put(out, f.hi);
+        }
+        break;
+      }
+      case NodeKind::kNumber: {
+        const uint32_t cap = static_cast<uint32_t>(g.limits.max_number_digits);
+        put(out, (f.phase == 2 || f.phase == 5) ? distance(cap, f.a, horizon) : 0);  // digit count
+        put(out, f.phase == 8 ? f.b : 0);  // exponent digits
+        break;
+      }
+      case NodeKind::kArray:
+        put(out, distance(n.min_items, f.a, horizon));
+        put(out, distance(n.max_items, f.a, horizon));
+        break;
+      case NodeKind::kFreeObject:
+        put(out, distance(n.max_items, f.a, horizon));
+        break;
+      case NodeKind::kAny:
+      case NodeKind::kUnion:  // replaced on their first unit: nothing but the node
+        break;
+    }
+  }
+}
+
 MatchState::MatchState(const Grammar& g) {
   frames_.reserve(32);
   Frame f;

@@ -90,6 +90,9 @@ struct Grammar {
   int32_t add_seq(std::vector<int32_t> children);
   // The free-form value node at `depth` (memoized).
   int32_t any_at(int32_t depth);
+  // Everything matching depends on (nodes, root, limits, symbols) as bytes: equal fingerprints
+  // match alike, so masks cached for one grammar serve every request that builds the same.
+  std::string fingerprint() const;
 
  private:
   std::vector<int32_t> any_by_depth_;
@@ -118,6 +121,13 @@ class MatchState {
     frames_.assign(o.frames_.begin(), o.frames_.end());
     fed_ = o.fed_;
   }
+  // Appends to *out a canonical key of this state such that states with equal keys accept
+  // exactly the same unit strings of at most `horizon` units (a token is at most that long):
+  // a counter that is only ever compared with a bound is kept as its distance to the bound,
+  // clamped where no such string can reach the bound, and fields left over from an earlier
+  // character or escape are dropped. Inside a long free string the key then stops changing,
+  // which is what lets the mask cache (guided.cc) hit.
+  void signature(const Grammar& g, uint32_t horizon, std::string* out) const;
 
  private:
   enum class Step : uint8_t { kAccept, kReject, kPop, kRetry };

@@ -2,11 +2,13 @@
 // always finishes, and what it writes is checked by validators written here: the tool-call
 // text parses (tokenizer::parse_chat_output) into exactly one call of an allowed function whose
 // arguments satisfy its schema; JSON output parses and satisfies its schema. The mask walk is
-// compared with a token-by-token check; caps bound the length; bad requests name the field.
+// compared with a token-by-token check, cached masks included (also where clamped cache keys
+// meet the caps); caps bound the length; bad requests name the field.
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 
@@ -384,30 +386,66 @@ TEST(GuidedJson, TopLevelScalarsEndWithNewline) {
 
 // ---- the mask walk against the token-by-token check ----
 
+// mask() applied to logits of distinct finite values: the allowed ids, and whether the kept
+// logits are untouched (a cached mask is applied by lists, not a walk).
+std::vector<int32_t> masked_allowed(GuidedConstraint& c) {
+  std::vector<float> logits(tok().vocab_size());
+  for (size_t i = 0; i < logits.size(); ++i) logits[i] = static_cast<float>(i % 1000) * 0.5f;
+  c.mask(logits);
+  std::vector<int32_t> allowed;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    if (!std::isfinite(logits[i])) continue;
+    EXPECT_EQ(logits[i], static_cast<float>(i % 1000) * 0.5f) << "logit of allowed token " << i << " changed";
+    allowed.push_back(static_cast<int32_t>(i));
+  }
+  return allowed;
+}
+
+// Tokens where mask() and the token-by-token would_accept() disagree (0 expected).
+size_t mask_mismatches(GuidedConstraint& c, const std::vector<int32_t>& allowed) {
+  std::vector<uint8_t> in_mask(tok().vocab_size(), 0);
+  for (int32_t id : allowed) in_mask[id] = 1;
+  size_t mismatches = 0;
+  for (size_t i = 0; i < in_mask.size(); ++i) mismatches += c.would_accept(static_cast<int32_t>(i)) != in_mask[i];
+  return mismatches;
+}
+
 // Uniformly random among the allowed tokens: the most adversarial "model" (long odd tokens).
 // Checks mask() == would_accept() on every token at the first `brute_steps` states.
 size_t random_walk(GuidedConstraint& c, uint64_t seed, size_t max_steps, size_t brute_steps) {
   std::mt19937_64 rng(seed);
-  std::vector<float> logits(tok().vocab_size());
   size_t steps = 0;
   while (!c.complete() && steps < max_steps) {
-    std::fill(logits.begin(), logits.end(), 0.0f);
-    c.mask(logits);
-    std::vector<int32_t> allowed;
-    for (size_t i = 0; i < logits.size(); ++i)
-      if (std::isfinite(logits[i])) allowed.push_back(static_cast<int32_t>(i));
+    const std::vector<int32_t> allowed = masked_allowed(c);
     EXPECT_FALSE(allowed.empty()) << "empty mask after: " << c.text();
     if (allowed.empty()) return steps;
     if (steps < brute_steps) {
-      size_t mismatches = 0;
-      for (size_t i = 0; i < logits.size(); ++i)
-        mismatches += c.would_accept(static_cast<int32_t>(i)) != std::isfinite(logits[i]);
-      EXPECT_EQ(mismatches, 0u) << "after: " << c.text();
+      EXPECT_EQ(mask_mismatches(c, allowed), 0u) << "after: " << c.text();
     }
     c.accept(allowed[rng() % allowed.size()]);
     ++steps;
   }
   return steps;
+}
+
+// Accepts `prefix`, then the tokens of `filler` over and over while would_accept() takes the
+// next one; where check(n) (n fillers in), mask() is asked and compared token by token with
+// would_accept(). Returns how many fillers went in.
+size_t fill_until_refused(GuidedConstraint& c, const std::string& prefix, const std::string& filler, size_t max,
+                          const std::function<bool(size_t)>& check) {
+  const std::vector<int32_t> start = tok().encode(prefix).value();
+  for (int32_t id : start) c.accept(id);
+  const std::vector<int32_t> ids = tok().encode(filler).value();
+  for (size_t n = 0; n < max; ++n)
+    for (int32_t id : ids) {
+      if (check(n)) {
+        const std::vector<int32_t> allowed = masked_allowed(c);
+        EXPECT_EQ(mask_mismatches(c, allowed), 0u) << "after " << n << " fillers: " << c.text().substr(0, 80) << "...";
+      }
+      if (!c.would_accept(id)) return n;
+      c.accept(id);
+    }
+  return max;
 }
 
 TEST(GuidedMask, WalkEqualsTokenByTokenCheck) {
@@ -425,6 +463,134 @@ TEST(GuidedMask, WalkEqualsTokenByTokenCheck) {
   auto* g = dynamic_cast<GuidedConstraint*>(obj->get());
   random_walk(*g, 6, 400, 30);
   EXPECT_TRUE(g->complete());
+}
+
+// Walks that come back to equal states answer from the mask cache; those masks must still be
+// exactly the token-by-token ones (every step is checked, not just the first few).
+TEST(GuidedMask, CachedMasksEqualTokenByTokenCheckOnRevisitingWalks) {
+  const OrderedJson tools = OrderedJson::parse(kTools);
+  int64_t hits = 0, calls = 0;
+  for (uint64_t seed : {41, 42}) {
+    auto obj = make_json_constraint(tok(), nullptr, small_limits());
+    ASSERT_TRUE(obj.ok());
+    auto* g = dynamic_cast<GuidedConstraint*>(obj->get());
+    random_walk(*g, seed, 200, 200);
+    hits += g->mask_cache_hits();
+    calls += g->mask_calls();
+    auto call = make_tool_call_constraint(ChatFormat::kV32, tok(), tools, "", small_limits());
+    ASSERT_TRUE(call.ok());
+    auto* h = dynamic_cast<GuidedConstraint*>(call->get());
+    random_walk(*h, seed, 200, 200);
+    hits += h->mask_cache_hits();
+    calls += h->mask_calls();
+  }
+  std::printf("[ guided  ] revisiting walks: %lld of %lld masks from the cache\n", static_cast<long long>(hits),
+              static_cast<long long>(calls));
+  EXPECT_GT(hits, 0);
+}
+
+// Cache keys clamp counters at the longest token's reach (128 bytes for this vocabulary, e.g.
+// 128 spaces): walking a string, an array or the byte budget up to its cap shows that states
+// which differ within that reach are never merged. Masks are checked where keys are clamped
+// (cache hits), across the clamping boundary, and at the cap; a clamp even one short lets the
+// 128-space token through one character too late.
+TEST(GuidedMask, CacheKeysKeepStatesApartNearEveryCap) {
+  const size_t reach = [] {
+    auto c = make_json_constraint(tok(), nullptr, {});
+    return dynamic_cast<GuidedConstraint*>(c->get())->max_token_bytes();
+  }();
+  ASSERT_EQ(reach, 128u);
+  const size_t over = reach + 12;  // caps past the reach: clamping merges the first fillers
+  // Filler n leaves `left(n)` before the cap.
+  auto near = [&](std::function<size_t(size_t)> left, size_t below, size_t above) {
+    return [=](size_t n) {
+      const size_t l = left(n);
+      return n < 3 || l < 3 || (l + below >= reach && l <= reach + above);
+    };
+  };
+  const OrderedJson string_schema = OrderedJson::parse(R"({"type": "string"})");
+  {
+    GuidedLimits l;
+    l.max_string_chars = static_cast<int32_t>(over);
+    auto c = make_json_constraint(tok(), &string_schema, l);
+    ASSERT_TRUE(c.ok());
+    auto* g = dynamic_cast<GuidedConstraint*>(c->get());
+    EXPECT_EQ(fill_until_refused(*g, "\"", "a", 1000, near([&](size_t n) { return over - n; }, 3, 3)), over);
+    EXPECT_GT(g->mask_cache_hits(), 0);
+  }
+  {
+    GuidedLimits l;
+    l.max_total_bytes = static_cast<int32_t>(over);
+    auto c = make_json_constraint(tok(), &string_schema, l);
+    ASSERT_TRUE(c.ok());
+    auto* g = dynamic_cast<GuidedConstraint*>(c->get());
+    // The opening '"' is one of the budget's units.
+    EXPECT_EQ(fill_until_refused(*g, "\"", "a", 1000, near([&](size_t n) { return over - 1 - n; }, 3, 3)), over - 1);
+    EXPECT_GT(g->mask_cache_hits(), 0);
+  }
+  {
+    GuidedLimits l;
+    l.max_array_items = static_cast<int32_t>(over);
+    const OrderedJson schema = OrderedJson::parse(R"({"type": "array", "items": {"type": "integer"}})");
+    auto c = make_json_constraint(tok(), &schema, l);
+    ASSERT_TRUE(c.ok());
+    auto* g = dynamic_cast<GuidedConstraint*>(c->get());
+    EXPECT_EQ(fill_until_refused(*g, "[1", ", 1", 1000, near([&](size_t n) { return over - 1 - n; }, 3, 3)), over - 1);
+    EXPECT_GT(g->mask_cache_hits(), 0);
+  }
+  {
+    // V3.2 raw string parameters: a held "</" (maybe the closing tag) counts as content once
+    // the tag breaks off, so the reach there is longer by the tag's length.
+    const size_t raw_over = 2 * reach;
+    GuidedLimits l;
+    l.max_string_chars = static_cast<int32_t>(raw_over);
+    const OrderedJson tools = OrderedJson::parse(R"([{"type": "function", "function": {"name": "f",
+        "parameters": {"type": "object", "properties": {"s": {"type": "string"}}, "required": ["s"]}}}])");
+    auto c = make_tool_call_constraint(ChatFormat::kV32, tok(), tools, "", l);
+    ASSERT_TRUE(c.ok());
+    auto* g = dynamic_cast<GuidedConstraint*>(c->get());
+    const std::string dsml = tokenizer::kDsml;
+    const std::string prefix = "\n\n<" + dsml + "function_calls>\n<" + dsml + "invoke name=\"f\">\n<" + dsml +
+                               "parameter name=\"s\" string=\"true\">";
+    // Filler n + 1 counts the "</" held after filler n, so the last one ends at the cap + 2.
+    EXPECT_EQ(fill_until_refused(*g, prefix, "a</", 1000, near([&](size_t n) { return raw_over - 3 * n; }, 4, 40)),
+              (raw_over + 2) / 3);
+    EXPECT_GT(g->mask_cache_hits(), 0);
+  }
+}
+
+// Inside a long free string the state's key stops changing: all but the first masks hit, and
+// a second request with the same schema and limits starts warm (the cache is process-wide),
+// while one with other limits (another grammar) does not share its masks.
+TEST(GuidedMask, CacheHitsInsideALongString) {
+  const OrderedJson schema = OrderedJson::parse(R"({"type": "object", "properties": {"text": {"type": "string"}}})");
+  GuidedLimits l;
+  l.max_string_chars = 777;  // a grammar no other test builds
+  const std::string text = "the quick brown fox jumps over the lazy dog and keeps on running far away ";
+  auto walk = [&](const GuidedLimits& limits) {
+    auto c = make_json_constraint(tok(), &schema, limits);
+    EXPECT_TRUE(c.ok());
+    auto* g = dynamic_cast<GuidedConstraint*>(c->get());
+    const std::vector<int32_t> start = tok().encode("{\"text\": \"").value();
+    for (int32_t id : start) g->accept(id);
+    const int64_t before = g->mask_cache_hits();
+    std::vector<int32_t> ids = tok().encode(text + text + text).value();
+    for (int32_t id : ids) {
+      const std::vector<int32_t> allowed = masked_allowed(*g);
+      EXPECT_TRUE(std::binary_search(allowed.begin(), allowed.end(), id));
+      g->accept(id);
+    }
+    return std::make_pair(g->mask_cache_hits() - before, static_cast<int64_t>(ids.size()));
+  };
+  auto [hits, steps] = walk(l);
+  EXPECT_GE(steps, 40);
+  EXPECT_GE(hits, steps - 1);  // the first step inside the string walks the vocabulary
+  auto [warm_hits, warm_steps] = walk(l);
+  EXPECT_EQ(warm_hits, warm_steps);
+  GuidedLimits other = l;
+  other.max_string_chars = 778;
+  auto [other_hits, other_steps] = walk(other);
+  EXPECT_EQ(other_hits, other_steps - 1);
 }
 
 TEST(GuidedMask, InsideAStringQuotesEndItAndMarkersAreRefused) {
