@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   dseek::cli::register_bench(app, &run);
   dseek::cli::register_serve(app, &run);
   dseek::cli::register_tokenizer_train(app, &run);
+  dseek::cli::register_train(app, &run);
 
   try {
     app.parse(argc, argv);

@@ -70,6 +70,19 @@ Expected<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& dir) {
   return ckpt;
 }
 
+std::unique_ptr<Checkpoint> Checkpoint::from_memory(const std::string& label, std::vector<TensorView> views) {
+  auto ckpt = std::make_unique<Checkpoint>();
+  ckpt->dir_ = label;
+  ckpt->listing_ = label;
+  for (TensorView& v : views) {
+    std::string name = v.name;
+    TensorView& stored = ckpt->memory_views_[name] = std::move(v);
+    stored.file = &ckpt->listing_;  // the map's nodes and listing_ never move
+    ckpt->tensors_[name] = &stored;
+  }
+  return ckpt;
+}
+
 const TensorView* Checkpoint::find(const std::string& name) const {
   auto it = tensors_.find(name);
   return it == tensors_.end() ? nullptr : it->second;

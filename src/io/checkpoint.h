@@ -17,6 +17,10 @@ namespace dseek::io {
 class Checkpoint {
  public:
   static Expected<std::unique_ptr<Checkpoint>> open(const std::string& dir);
+  // Tensors held in memory by the caller (a trainer's parameters), which must outlive the
+  // checkpoint: each view's data pointer is used as is, never copied, so a model bound to it
+  // sees in-place updates. `label` stands for the file name in error messages.
+  static std::unique_ptr<Checkpoint> from_memory(const std::string& label, std::vector<TensorView> views);
 
   const std::string& dir() const { return dir_; }
   // The file that lists the tensors: the index, or the single model.safetensors. Errors about
@@ -32,6 +36,7 @@ class Checkpoint {
   std::string listing_;
   std::vector<std::unique_ptr<SafetensorsFile>> shards_;
   std::map<std::string, const TensorView*> tensors_;
+  std::map<std::string, TensorView> memory_views_;  // from_memory only
 };
 
 }  // namespace dseek::io
