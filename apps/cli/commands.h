@@ -35,5 +35,6 @@ void register_bench(CLI::App& app, Runner* run);
 void register_serve(CLI::App& app, Runner* run);  // OpenAI-compatible HTTP server
 void register_tokenizer_train(CLI::App& app, Runner* run);  // learn a BPE tokenizer
 void register_train(CLI::App& app, Runner* run);  // train a model (AdamW, HF checkpoints)
+void register_finetune(CLI::App& app, Runner* run);  // fine-tune on chats (full or LoRA)
 
 }  // namespace dseek::cli

@@ -9,6 +9,7 @@
 
 #include "runtime/loader.h"
 #include "sample/generation_config.h"
+#include "train/lora.h"
 
 namespace dseek::cli {
 
@@ -18,6 +19,7 @@ void add_generation_flags(CLI::App* cmd, GenerationFlags* f, int64_t default_n_p
   f->n_predict = default_n_predict;
   cmd->add_option("-m,--model", f->model, "Model directory (default: $DSEEK_MODEL, else the project's default model)");
   cmd->add_option("-t,--threads", f->threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--lora", f->lora, "LoRA adapter directory (dseek finetune --lora) applied to the model at load");
   cmd->add_option("-c,--ctx-size", f->ctx_size, "Context size in tokens (default: min(4096, model maximum))")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-n,--n-predict", f->n_predict, "Tokens to generate (-1: until EOS or the context is full)");
@@ -58,7 +60,13 @@ Expected<Generation> setup_generation(GenerationFlags& f) {
   if (f.threads > 0) omp_set_num_threads(f.threads);
   DSEEK_ASSIGN_OR_RETURN(const std::string dir, resolve_model_dir(f.model));
   Generation g;
-  DSEEK_ASSIGN_OR_RETURN(g.model, runtime::load_model(dir, {.verify = !f.no_verify, .progress = true}));
+  if (f.lora.empty()) {
+    DSEEK_ASSIGN_OR_RETURN(g.model, runtime::load_model(dir, {.verify = !f.no_verify, .progress = true}));
+  } else {
+    DSEEK_ASSIGN_OR_RETURN(train::AdaptedWeights adapted, train::load_weights_with_lora(dir, f.lora));
+    g.lora_keep_alive = std::move(adapted.keep_alive);
+    g.model = std::make_unique<model::Model>(std::move(adapted.weights));
+  }
   const model::ModelConfig& c = g.model->config();
 
   std::error_code ec;

@@ -32,6 +32,7 @@ struct GenerationFlags {
   std::string system;
   std::string think = "auto";  // auto | on | off
   std::string format;          // chat format override: v3, r1, v3.1, v3.2
+  std::string lora;            // PEFT adapter directory merged in at load (dseek finetune --lora)
   // Which sampling flags were given (they override generation_config.json).
   std::vector<CLI::Option*> sampling_options;
   CLI::Option* temp_option = nullptr;
@@ -40,6 +41,7 @@ struct GenerationFlags {
 void add_generation_flags(CLI::App* cmd, GenerationFlags* f, int64_t default_n_predict);
 
 struct Generation {
+  std::shared_ptr<void> lora_keep_alive;  // base checkpoint + merged adapters; outlives `model`
   std::unique_ptr<model::Model> model;
   std::optional<tokenizer::Tokenizer> tokenizer;  // absent: the model directory has none
   tokenizer::ChatFormat format = tokenizer::ChatFormat::kV3;

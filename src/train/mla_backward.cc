@@ -7,7 +7,7 @@
 namespace dseek::train {
 
 void mla_train_forward(const model::ModelConfig& c, const model::AttentionWeights& w, const RopeAngles& rope,
-                       const float* x, int64_t T, MlaActivations* act, float* out) {
+                       const float* x, int64_t T, MlaActivations* act, float* out, LinearHook* hook) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
                 dv = c.v_head_dim, dqk = c.qk_head_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -19,18 +19,18 @@ void mla_train_forward(const model::ModelConfig& c, const model::AttentionWeight
   if (c.has_q_lora()) {
     a.q_a.resize(static_cast<size_t>(T * c.q_lora_rank));
     a.q_latent.resize(a.q_a.size());
-    linear_forward(x, T, w.q_a_proj, a.q_a.data());
+    linear_forward(x, T, w.q_a_proj, a.q_a.data(), hook);
     rms_norm_forward(a.q_a.data(), w.q_a_layernorm.data(), T, c.q_lora_rank, eps, a.q_latent.data());
-    linear_forward(a.q_latent.data(), T, w.q_b_proj, a.q.data());
+    linear_forward(a.q_latent.data(), T, w.q_b_proj, a.q.data(), hook);
   } else {
-    linear_forward(x, T, w.q_proj, a.q.data());
+    linear_forward(x, T, w.q_proj, a.q.data(), hook);
   }
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h) rope_forward(a.q.data() + (t * H + h) * dqk + dn, rope.cos_at(t), rope.sin_at(t), rope.half);
 
   // Latent and shared rope key: kv_a [T, r + d_r] -> c_kv [T, r], k_r [T, d_r].
   a.kv_a.resize(static_cast<size_t>(T * (r + dr)));
-  linear_forward(x, T, w.kv_a_proj_with_mqa, a.kv_a.data());
+  linear_forward(x, T, w.kv_a_proj_with_mqa, a.kv_a.data(), hook);
   a.kv_latent.resize(static_cast<size_t>(T * r));
   std::vector<float> k_rope(static_cast<size_t>(T * dr));  // [T, d_r]
   for (int64_t t = 0; t < T; ++t) {
@@ -42,7 +42,7 @@ void mla_train_forward(const model::ModelConfig& c, const model::AttentionWeight
 
   // Per-head keys and values from the latent: kv_b [T, H, d_n + d_v].
   std::vector<float> kv_b(static_cast<size_t>(T * H * (dn + dv)));
-  linear_forward(a.kv_latent.data(), T, w.kv_b_proj, kv_b.data());
+  linear_forward(a.kv_latent.data(), T, w.kv_b_proj, kv_b.data(), hook);
   a.k.resize(static_cast<size_t>(T * H * dqk));
   a.v.resize(static_cast<size_t>(T * H * dv));
   for (int64_t t = 0; t < T; ++t) {
@@ -59,19 +59,19 @@ void mla_train_forward(const model::ModelConfig& c, const model::AttentionWeight
   a.lse.resize(static_cast<size_t>(H * T));
   attention_forward(a.q.data(), a.k.data(), a.v.data(), T, H, dqk, dv, static_cast<float>(c.softmax_scale()),
                     a.o.data(), a.lse.data());
-  linear_forward(a.o.data(), T, w.o_proj, out);  // [T, D]
+  linear_forward(a.o.data(), T, w.o_proj, out, hook);  // [T, D]
 }
 
 void mla_backward(const model::ModelConfig& c, const model::AttentionWeights& w, const RopeAngles& rope,
                   const float* x, int64_t T, const MlaActivations& a, const float* dout, float* dx,
-                  const AttentionGrads& g) {
+                  const AttentionGrads& g, LinearHook* hook) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
                 dv = c.v_head_dim, dqk = c.qk_head_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
 
   // out = o W_O^T
   std::vector<float> d_o(static_cast<size_t>(T * H * dv), 0.0f);  // [T, H * d_v]
-  linear_backward(a.o.data(), dout, T, w.o_proj, d_o.data(), g.o_proj);
+  linear_backward(a.o.data(), dout, T, w.o_proj, d_o.data(), g.o_proj, hook);
 
   // Attention core.
   std::vector<float> dq(static_cast<size_t>(T * H * dqk), 0.0f);  // [T, H, d_qk]
@@ -96,11 +96,11 @@ void mla_backward(const model::ModelConfig& c, const model::AttentionWeights& w,
     rope_backward(dkr, rope.cos_at(t), rope.sin_at(t), rope.half);
   }
   std::vector<float> d_latent(static_cast<size_t>(T * r), 0.0f);  // [T, r]
-  linear_backward(a.kv_latent.data(), d_kv_b.data(), T, w.kv_b_proj, d_latent.data(), g.kv_b_proj);
+  linear_backward(a.kv_latent.data(), d_kv_b.data(), T, w.kv_b_proj, d_latent.data(), g.kv_b_proj, hook);
   for (int64_t t = 0; t < T; ++t)
     rms_norm_backward(a.kv_a.data() + t * (r + dr), w.kv_a_layernorm.data(), d_latent.data() + t * r, 1, r, eps,
                       d_kv_a.data() + t * (r + dr), g.kv_a_layernorm);
-  linear_backward(x, d_kv_a.data(), T, w.kv_a_proj_with_mqa, dx, g.kv_a_proj_with_mqa);
+  linear_backward(x, d_kv_a.data(), T, w.kv_a_proj_with_mqa, dx, g.kv_a_proj_with_mqa, hook);
 
   // Queries: undo the rotation of the rope part, then the q path.
   for (int64_t t = 0; t < T; ++t)
@@ -108,12 +108,12 @@ void mla_backward(const model::ModelConfig& c, const model::AttentionWeights& w,
   if (c.has_q_lora()) {
     const int64_t rq = c.q_lora_rank;
     std::vector<float> d_latent_q(static_cast<size_t>(T * rq), 0.0f), d_qa(static_cast<size_t>(T * rq), 0.0f);
-    linear_backward(a.q_latent.data(), dq.data(), T, w.q_b_proj, d_latent_q.data(), g.q_b_proj);
+    linear_backward(a.q_latent.data(), dq.data(), T, w.q_b_proj, d_latent_q.data(), g.q_b_proj, hook);
     rms_norm_backward(a.q_a.data(), w.q_a_layernorm.data(), d_latent_q.data(), T, rq, eps, d_qa.data(),
                       g.q_a_layernorm);
-    linear_backward(x, d_qa.data(), T, w.q_a_proj, dx, g.q_a_proj);
+    linear_backward(x, d_qa.data(), T, w.q_a_proj, dx, g.q_a_proj, hook);
   } else {
-    linear_backward(x, dq.data(), T, w.q_proj, dx, g.q_proj);
+    linear_backward(x, dq.data(), T, w.q_proj, dx, g.q_proj, hook);
   }
 }
 

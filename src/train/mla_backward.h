@@ -16,6 +16,7 @@
 
 #include "model/config.h"
 #include "model/weights.h"
+#include "train/linear_hook.h"
 #include "train/ops_backward.h"
 
 namespace dseek::train {
@@ -48,11 +49,13 @@ struct MlaActivations {
 
 // x: [T, D] (after input_layernorm); out: [T, D].
 void mla_train_forward(const model::ModelConfig& c, const model::AttentionWeights& w, const RopeAngles& rope,
-                       const float* x, int64_t T, MlaActivations* act, float* out);
+                       const float* x, int64_t T, MlaActivations* act, float* out,
+                       LinearHook* hook = nullptr);
 
-// dout: [T, D]; dx [T, D] += d loss / d x; parameter grads += into g.
+// dout: [T, D]; dx [T, D] += d loss / d x; parameter grads += into g (null buffers: frozen).
+// hook: an extra path beside the linears (LoRA), or null.
 void mla_backward(const model::ModelConfig& c, const model::AttentionWeights& w, const RopeAngles& rope,
                   const float* x, int64_t T, const MlaActivations& act, const float* dout, float* dx,
-                  const AttentionGrads& g);
+                  const AttentionGrads& g, LinearHook* hook = nullptr);
 
 }  // namespace dseek::train

@@ -21,6 +21,12 @@ Gradients::Gradients(const model::ModelConfig& c, bool include_mtp) {
   }
 }
 
+Gradients Gradients::frozen() {
+  Gradients g;
+  g.frozen_ = true;
+  return g;
+}
+
 float* Gradients::find(const std::string& name) {
   auto it = tensors_.find(name);
   return it == tensors_.end() ? nullptr : it->second.values.data();
@@ -28,7 +34,7 @@ float* Gradients::find(const std::string& name) {
 
 float* Gradients::at(const std::string& name) {
   float* p = find(name);
-  DSEEK_CHECK(p != nullptr, "no gradient buffer for tensor '{}'", name);
+  DSEEK_CHECK(p != nullptr || frozen_, "no gradient buffer for tensor '{}'", name);
   return p;
 }
 
@@ -73,7 +79,7 @@ void add_into(const std::vector<float>& x, std::vector<float>* y) {
 }  // namespace
 
 void layer_train_forward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
-                         int64_t T, std::vector<float>* hp, LayerActivations* ap) {
+                         int64_t T, std::vector<float>* hp, LayerActivations* ap, LinearHook* hook) {
   const int64_t D = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   std::vector<float>& h = *hp;
@@ -83,19 +89,19 @@ void layer_train_forward(const model::ModelConfig& c, const model::LayerWeights&
   a.x = h;
   a.attn_in.resize(h.size());
   rms_norm_forward(h.data(), lw.input_layernorm.data(), T, D, eps, a.attn_in.data());
-  mla_train_forward(c, lw.attn, rope, a.attn_in.data(), T, &a.attn, branch.data());
+  mla_train_forward(c, lw.attn, rope, a.attn_in.data(), T, &a.attn, branch.data(), hook);
   add_into(branch, &h);  // residual
   a.mid = h;
   a.ffn_in.resize(h.size());
   rms_norm_forward(h.data(), lw.post_attention_layernorm.data(), T, D, eps, a.ffn_in.data());
-  if (lw.is_moe) moe_train_forward(c, lw.moe, a.ffn_in.data(), T, &a.moe, branch.data());
-  else ffn_train_forward(lw.mlp, a.ffn_in.data(), T, &a.mlp, branch.data());
+  if (lw.is_moe) moe_train_forward(c, lw.moe, a.ffn_in.data(), T, &a.moe, branch.data(), hook);
+  else ffn_train_forward(lw.mlp, a.ffn_in.data(), T, &a.mlp, branch.data(), hook);
   add_into(branch, &h);  // residual
 }
 
 void layer_backward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
                     const LayerActivations& a, int64_t T, const std::string& p, Gradients* grads,
-                    std::vector<float>* dhp) {
+                    std::vector<float>* dhp, LinearHook* hook) {
   const int64_t D = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   Gradients& g = *grads;
@@ -103,13 +109,13 @@ void layer_backward(const model::ModelConfig& c, const model::LayerWeights& lw, 
   // dh is d loss / d (the residual stream at that point): each branch adds its input's
   // gradient into it (the residual path carries dh through unchanged).
   std::vector<float> d_in(static_cast<size_t>(T * D), 0.0f);  // [T, D] gradient of a branch's normed input
-  if (lw.is_moe) moe_backward(c, lw.moe, a.ffn_in.data(), T, a.moe, dh.data(), d_in.data(), moe_grads(c, g, p));
-  else ffn_backward(lw.mlp, a.ffn_in.data(), T, a.mlp, dh.data(), d_in.data(), ffn_grads(g, p + "mlp."));
+  if (lw.is_moe) moe_backward(c, lw.moe, a.ffn_in.data(), T, a.moe, dh.data(), d_in.data(), moe_grads(c, g, p), hook);
+  else ffn_backward(lw.mlp, a.ffn_in.data(), T, a.mlp, dh.data(), d_in.data(), ffn_grads(g, p + "mlp."), hook);
   rms_norm_backward(a.mid.data(), lw.post_attention_layernorm.data(), d_in.data(), T, D, eps, dh.data(),
                     g.at(p + "post_attention_layernorm.weight"));
 
   std::fill(d_in.begin(), d_in.end(), 0.0f);
-  mla_backward(c, lw.attn, rope, a.attn_in.data(), T, a.attn, dh.data(), d_in.data(), attention_grads(g, p));
+  mla_backward(c, lw.attn, rope, a.attn_in.data(), T, a.attn, dh.data(), d_in.data(), attention_grads(g, p), hook);
   rms_norm_backward(a.x.data(), lw.input_layernorm.data(), d_in.data(), T, D, eps, dh.data(),
                     g.at(p + "input_layernorm.weight"));
 }
@@ -128,7 +134,7 @@ Status check_trainable(const model::ModelConfig& c, std::span<const int32_t> tok
   return {};
 }
 
-Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens) {
+Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens, LinearHook* hook) {
   const model::ModelConfig& c = w.config();
   const int64_t T = static_cast<int64_t>(tokens.size()), D = c.hidden_size, V = c.vocab_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -139,7 +145,7 @@ Activations train_forward(const model::Weights& w, std::span<const int32_t> toke
 
   std::vector<float> h(static_cast<size_t>(T * D));  // [T, D]
   embedding_forward(w.embed_tokens, act.tokens.data(), T, h.data());
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer_train_forward(c, w.layers[l], act.rope, T, &h, &act.layers[l]);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer_train_forward(c, w.layers[l], act.rope, T, &h, &act.layers[l], hook);
   act.hidden = std::move(h);
   act.normed.resize(act.hidden.size());
   rms_norm_forward(act.hidden.data(), w.norm.data(), T, D, eps, act.normed.data());
@@ -157,7 +163,8 @@ double next_token_loss(const Activations& act, int64_t vocab, std::vector<float>
   return cross_entropy_forward(act.logits.data(), targets, N, vocab);
 }
 
-void model_backward(const model::Weights& w, const Activations& act, const BackwardInputs& in, Gradients* grads) {
+void model_backward(const model::Weights& w, const Activations& act, const BackwardInputs& in, Gradients* grads,
+                    LinearHook* hook) {
   const model::ModelConfig& c = w.config();
   const int64_t T = act.T(), D = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -175,8 +182,8 @@ void model_backward(const model::Weights& w, const Activations& act, const Backw
   // Layers in reverse. dh is d loss / d (the residual stream at that point): each branch adds
   // its input's gradient into it (the residual path carries dh through unchanged).
   for (int64_t l = c.num_hidden_layers - 1; l >= 0; --l)
-    layer_backward(c, w.layers[l], act.rope, act.layers[l], T, model::layer_prefix(l), &g, &dh);
-  embedding_backward(act.tokens.data(), dh.data(), T, D, g.at("model.embed_tokens.weight"));
+    layer_backward(c, w.layers[l], act.rope, act.layers[l], T, model::layer_prefix(l), &g, &dh, hook);
+  if (float* d_embed = g.at("model.embed_tokens.weight")) embedding_backward(act.tokens.data(), dh.data(), T, D, d_embed);
 }
 
 Expected<LossAndGradients> loss_and_gradients(const model::Weights& w, std::span<const int32_t> tokens) {

@@ -6,7 +6,7 @@
 // Scope today: the main model (embedding, MLA, dense FFN, MoE, final norm, lm_head). Hooks for
 // what comes later: the MTP module reads the final hidden states and adds into their gradient
 // (BackwardInputs::d_hidden); a balance loss adds into the router logits (moe_backward.h);
-// LoRA adds rows to the tensor table. V3.2 sparse attention (the indexer) is refused for now.
+// LoRA adapters ride along as a LinearHook (lora.h). V3.2 sparse attention (the indexer) is refused for now.
 //
 // Legend: T = tokens of the sequence, D = hidden_size, V = vocab_size.
 #pragma once
@@ -21,6 +21,7 @@
 #include "model/config.h"
 #include "model/weights.h"
 #include "train/mla_backward.h"
+#include "train/linear_hook.h"
 #include "train/moe_backward.h"
 #include "train/ops_backward.h"
 
@@ -41,16 +42,21 @@ struct GradTensor {
 class Gradients {
  public:
   explicit Gradients(const model::ModelConfig& c, bool include_mtp = false);
+  // No buffers at all: every weight frozen (LoRA trains only its adapters, lora.h). find()
+  // and at() return null, and the backward skips each d weight while still computing d x.
+  static Gradients frozen();
 
   // nullptr when the model has no such trainable tensor.
   float* find(const std::string& name);
-  // The buffer of a tensor that must exist (DSEEK_CHECK).
+  // The buffer of a tensor that must exist (DSEEK_CHECK); null when frozen().
   float* at(const std::string& name);
   const std::map<std::string, GradTensor>& tensors() const { return tensors_; }
   void zero();
 
  private:
+  Gradients() = default;
   std::map<std::string, GradTensor> tensors_;
+  bool frozen_ = false;
 };
 
 // Everything one decoder layer's backward reads.
@@ -78,19 +84,20 @@ struct Activations {
 // positions [0, T) (rope holds at least T positions). h [T, D]: the residual stream, updated in
 // place; *a receives what layer_backward reads. The main model and the MTP block share it.
 void layer_train_forward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
-                         int64_t T, std::vector<float>* h, LayerActivations* a);
+                         int64_t T, std::vector<float>* h, LayerActivations* a, LinearHook* hook = nullptr);
 // dh [T, D]: d loss / d the layer's output on entry, d loss / d its input on return. Parameter
 // gradients go into the buffers of *g named `prefix` (model::layer_prefix of the layer).
 void layer_backward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
                     const LayerActivations& a, int64_t T, const std::string& prefix, Gradients* g,
-                    std::vector<float>* dh);
+                    std::vector<float>* dh, LinearHook* hook = nullptr);
 
 // Checks that `tokens` can be trained on: ids in the vocabulary, at least 2 tokens (one
 // prediction), at most max_position_embeddings, and a model the backward supports.
 Status check_trainable(const model::ModelConfig& c, std::span<const int32_t> tokens);
 
-// The forward over tokens at positions [0, T) (validated by check_trainable).
-Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens);
+// The forward over tokens at positions [0, T) (validated by check_trainable). hook: an extra
+// path beside the decoder linears (LoRA adapters, lora.h), or null.
+Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens, LinearHook* hook = nullptr);
 
 // Mean next-token cross-entropy of the logits at positions [0, T-1) against tokens [1, T);
 // *dlogits ([T, V], zeroed here) receives d loss / d logits (row T-1 stays 0).
@@ -103,7 +110,9 @@ struct BackwardInputs {
 };
 
 // Adds d loss / d weight into *grads (which it does not zero: sums over sequences accumulate).
-void model_backward(const model::Weights& w, const Activations& act, const BackwardInputs& in, Gradients* grads);
+// hook: the same as train_forward's; it accumulates its own parameters' gradients.
+void model_backward(const model::Weights& w, const Activations& act, const BackwardInputs& in, Gradients* grads,
+                    LinearHook* hook = nullptr);
 
 struct LossAndGradients {
   double loss = 0;

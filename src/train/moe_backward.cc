@@ -7,31 +7,32 @@
 
 namespace dseek::train {
 
-void ffn_train_forward(const model::FfnWeights& w, const float* x, int64_t n, FfnActivations* act, float* y) {
+void ffn_train_forward(const model::FfnWeights& w, const float* x, int64_t n, FfnActivations* act, float* y,
+                       LinearHook* hook) {
   const int64_t F = w.gate_proj.out;
   act->gate.resize(static_cast<size_t>(n * F));
   act->up.resize(static_cast<size_t>(n * F));
-  linear_forward(x, n, w.gate_proj, act->gate.data());
-  linear_forward(x, n, w.up_proj, act->up.data());
+  linear_forward(x, n, w.gate_proj, act->gate.data(), hook);
+  linear_forward(x, n, w.up_proj, act->up.data(), hook);
   std::vector<float> h(static_cast<size_t>(n * F));  // [n, F], recomputed in the backward
   swiglu_forward(act->gate.data(), act->up.data(), n * F, h.data());
-  linear_forward(h.data(), n, w.down_proj, y);
+  linear_forward(h.data(), n, w.down_proj, y, hook);
 }
 
 void ffn_backward(const model::FfnWeights& w, const float* x, int64_t n, const FfnActivations& act, const float* dy,
-                  float* dx, const FfnGrads& g) {
+                  float* dx, const FfnGrads& g, LinearHook* hook) {
   const int64_t F = w.gate_proj.out;
   std::vector<float> h(static_cast<size_t>(n * F)), dh(static_cast<size_t>(n * F), 0.0f);  // [n, F]
   swiglu_forward(act.gate.data(), act.up.data(), n * F, h.data());
-  linear_backward(h.data(), dy, n, w.down_proj, dh.data(), g.down_proj);
+  linear_backward(h.data(), dy, n, w.down_proj, dh.data(), g.down_proj, hook);
   std::vector<float> dgate(static_cast<size_t>(n * F), 0.0f), dup(static_cast<size_t>(n * F), 0.0f);
   swiglu_backward(act.gate.data(), act.up.data(), dh.data(), n * F, dgate.data(), dup.data());
-  linear_backward(x, dgate.data(), n, w.gate_proj, dx, g.gate_proj);
-  linear_backward(x, dup.data(), n, w.up_proj, dx, g.up_proj);
+  linear_backward(x, dgate.data(), n, w.gate_proj, dx, g.gate_proj, hook);
+  linear_backward(x, dup.data(), n, w.up_proj, dx, g.up_proj, hook);
 }
 
 void moe_train_forward(const model::ModelConfig& c, const model::MoeWeights& w, const float* x, int64_t T,
-                       MoeActivations* act, float* out) {
+                       MoeActivations* act, float* out, LinearHook* hook) {
   const int64_t D = c.hidden_size, E = c.n_routed_experts;
   MoeActivations& a = *act;
   a.router_logits.resize(static_cast<size_t>(T * E));
@@ -56,7 +57,7 @@ void moe_train_forward(const model::ModelConfig& c, const model::MoeWeights& w, 
     xe.resize(static_cast<size_t>(n * D));
     for (int64_t i = 0; i < n; ++i) std::copy_n(x + ex.tokens[i] * D, D, xe.data() + i * D);
     ex.y.resize(static_cast<size_t>(n * D));
-    ffn_train_forward(w.experts[e], xe.data(), n, &ex.ffn, ex.y.data());  // [n, D]
+    ffn_train_forward(w.experts[e], xe.data(), n, &ex.ffn, ex.y.data(), hook);  // [n, D]
     for (int64_t i = 0; i < n; ++i) {
       const float weight = a.routing[ex.tokens[i]].weights[ex.slot[i]];
       const float* yi = ex.y.data() + i * D;
@@ -66,17 +67,18 @@ void moe_train_forward(const model::ModelConfig& c, const model::MoeWeights& w, 
   }
   if (w.has_shared) {
     std::vector<float> shared(static_cast<size_t>(T * D));
-    ffn_train_forward(w.shared, x, T, &a.shared, shared.data());
+    ffn_train_forward(w.shared, x, T, &a.shared, shared.data(), hook);
     for (int64_t i = 0; i < T * D; ++i) out[i] += shared[i];
   }
 }
 
 void moe_backward(const model::ModelConfig& c, const model::MoeWeights& w, const float* x, int64_t T,
-                  const MoeActivations& a, const float* dout, float* dx, const MoeGrads& g) {
+                  const MoeActivations& a, const float* dout, float* dx, const MoeGrads& g,
+                  LinearHook* hook) {
   const int64_t D = c.hidden_size, E = c.n_routed_experts, K = c.num_experts_per_tok;
   DSEEK_CHECK(static_cast<int64_t>(g.experts.size()) == E, "MoE grads for {} experts, config has {}",
               g.experts.size(), E);
-  if (w.has_shared) ffn_backward(w.shared, x, T, a.shared, dout, dx, g.shared);
+  if (w.has_shared) ffn_backward(w.shared, x, T, a.shared, dout, dx, g.shared, hook);
 
   // out[t] = sum_k weight_k y_k[t]:  d y_k[t] = weight_k dout[t],  d weight_k = dout[t] . y_k[t].
   std::vector<float> dweights(static_cast<size_t>(T * K), 0.0f);  // [T, K]
@@ -101,7 +103,7 @@ void moe_backward(const model::ModelConfig& c, const model::MoeWeights& w, const
       dweights[t * K + ex.slot[i]] = static_cast<float>(dw);
       std::copy_n(x + t * D, D, xe.data() + i * D);
     }
-    ffn_backward(w.experts[e], xe.data(), n, ex.ffn, dye.data(), dxe.data(), g.experts[e]);
+    ffn_backward(w.experts[e], xe.data(), n, ex.ffn, dye.data(), dxe.data(), g.experts[e], hook);
     for (int64_t i = 0; i < n; ++i) {
       float* dxt = dx + ex.tokens[i] * D;
       const float* src = dxe.data() + i * D;

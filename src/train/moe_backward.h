@@ -16,6 +16,7 @@
 #include "model/config.h"
 #include "model/moe.h"
 #include "model/weights.h"
+#include "train/linear_hook.h"
 
 namespace dseek::train {
 
@@ -30,10 +31,12 @@ struct FfnActivations {
 };
 
 // y [n, D] = down(silu(gate x) * up x), x [n, D].
-void ffn_train_forward(const model::FfnWeights& w, const float* x, int64_t n, FfnActivations* act, float* y);
+// hook: an extra path beside the projections (LoRA), or null (here and below).
+void ffn_train_forward(const model::FfnWeights& w, const float* x, int64_t n, FfnActivations* act, float* y,
+                       LinearHook* hook = nullptr);
 // dx [n, D] += ..., grads += ...
 void ffn_backward(const model::FfnWeights& w, const float* x, int64_t n, const FfnActivations& act, const float* dy,
-                  float* dx, const FfnGrads& g);
+                  float* dx, const FfnGrads& g, LinearHook* hook = nullptr);
 
 struct MoeGrads {
   float* gate = nullptr;         // [E, D] router weight
@@ -56,9 +59,10 @@ struct MoeActivations {
 
 // x: [T, D] (after post_attention_layernorm); out: [T, D].
 void moe_train_forward(const model::ModelConfig& c, const model::MoeWeights& w, const float* x, int64_t T,
-                       MoeActivations* act, float* out);
+                       MoeActivations* act, float* out, LinearHook* hook = nullptr);
 // dout: [T, D]; dx [T, D] += ...; grads += ...
 void moe_backward(const model::ModelConfig& c, const model::MoeWeights& w, const float* x, int64_t T,
-                  const MoeActivations& act, const float* dout, float* dx, const MoeGrads& g);
+                  const MoeActivations& act, const float* dout, float* dx, const MoeGrads& g,
+                  LinearHook* hook = nullptr);
 
 }  // namespace dseek::train
