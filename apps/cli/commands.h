@@ -36,5 +36,6 @@ void register_serve(CLI::App& app, Runner* run);  // OpenAI-compatible HTTP serv
 void register_tokenizer_train(CLI::App& app, Runner* run);  // learn a BPE tokenizer
 void register_train(CLI::App& app, Runner* run);  // train a model (AdamW, HF checkpoints)
 void register_finetune(CLI::App& app, Runner* run);  // fine-tune on chats (full or LoRA)
+void register_perplexity(CLI::App& app, Runner* run);  // held-out loss and perplexity of a text file
 
 }  // namespace dseek::cli

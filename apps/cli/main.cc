@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   dseek::cli::register_tokenizer_train(app, &run);
   dseek::cli::register_train(app, &run);
   dseek::cli::register_finetune(app, &run);
+  dseek::cli::register_perplexity(app, &run);
 
   try {
     app.parse(argc, argv);
