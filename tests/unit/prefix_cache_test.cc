@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "../golden/test_util.h"
+#include "model_fixtures.h"
 #include "model/deepseek.h"
 #include "ops/ops.h"
 #include "runtime/generator.h"
@@ -26,21 +27,11 @@ using dseek::testing::relative_error;
 constexpr double kTolerance = 1e-5;  // of max |logit| of the fresh private session
 constexpr int64_t kPage = 16;
 
-std::unique_ptr<Model> load(const std::string& name) {
-  auto m = Model::load(golden_dir() + "/models/" + name);
-  EXPECT_TRUE(m.ok()) << m.status().message();
-  return m.ok() ? std::move(m.value()) : nullptr;
-}
+std::unique_ptr<Model> load(const std::string& name) { return dseek::testing::load_golden_model(name); }
 
 // Deterministic token ids in [0, V).
 std::vector<int32_t> tokens_for(int64_t seed, int64_t n, int64_t V) {
-  std::vector<int32_t> out(static_cast<size_t>(n));
-  uint64_t x = 0x2545F4914F6CDD1Dull * static_cast<uint64_t>(seed + 3);
-  for (auto& t : out) {
-    x = x * 6364136223846793005ull + 1442695040888963407ull;
-    t = static_cast<int32_t>((x >> 33) % static_cast<uint64_t>(V));
-  }
-  return out;
+  return dseek::testing::lcg_tokens(0x2545F4914F6CDD1Dull * static_cast<uint64_t>(seed + 3), n, V);
 }
 
 std::span<const int32_t> slice(const std::vector<int32_t>& v, size_t from, size_t n) {
