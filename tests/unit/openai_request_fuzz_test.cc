@@ -123,8 +123,9 @@ TEST(OpenAiRequestFuzz, WrongTypedFieldsAreNamed) {
         EXPECT_FALSE(e->param.empty()) << path << " -> " << e->message;
         // logprobs turned off makes top_logprobs the invalid field: the only cross-field rule.
         const std::string top = path == "logprobs" ? "top_logprobs" : path.substr(0, path.find_first_of(".["));
-        if (!(path == "logprobs" && e->param == "logprobs"))
+        if (!(path == "logprobs" && e->param == "logprobs")) {
           EXPECT_EQ(e->param.substr(0, top.size()), top) << path << " -> param " << e->param << ": " << e->message;
+        }
         EXPECT_NE(e->message.find(e->param.substr(0, e->param.find_first_of(".["))), std::string::npos)
             << path << ": message does not name the field " << e->param << ": " << e->message;
       }
