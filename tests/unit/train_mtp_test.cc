@@ -32,6 +32,8 @@
 #include "train/model_grad.h"
 #include "train/mtp.h"
 
+#include "finite_diff.h"
+
 namespace dseek::train {
 namespace {
 
@@ -89,9 +91,9 @@ std::vector<int32_t> random_tokens(int64_t T, int64_t V, uint32_t seed) {
   return t;
 }
 
+// At most max_count of [0, n), a seeded random choice when n is larger.
 std::vector<size_t> sample_indices(size_t n, size_t max_count, uint32_t seed) {
-  std::vector<size_t> idx(n);
-  for (size_t i = 0; i < n; ++i) idx[i] = i;
+  std::vector<size_t> idx = testing::all_indices(n);
   if (n <= max_count) return idx;
   std::mt19937 rng(seed);
   std::shuffle(idx.begin(), idx.end(), rng);
@@ -99,27 +101,11 @@ std::vector<size_t> sample_indices(size_t n, size_t max_count, uint32_t seed) {
   return idx;
 }
 
-// max |analytic - numeric| / max |numeric| over (a sample of) p's elements; loss() returning
-// nullopt (a routing choice flipped) skips the element.
+// Finite-difference error over (a sample of) p's elements; see finite_diff.h.
 double fd_error(std::vector<float>& p, const float* analytic, double eps,
                 const std::function<std::optional<double>()>& loss, size_t max_count = 48, int* checked = nullptr) {
-  double err = 0, ref = 0;
-  int n = 0;
-  for (size_t i : sample_indices(p.size(), max_count, static_cast<uint32_t>(p.size()))) {
-    const float orig = p[i];
-    p[i] = static_cast<float>(orig + eps);
-    const std::optional<double> up = loss();
-    p[i] = static_cast<float>(orig - eps);
-    const std::optional<double> down = loss();
-    p[i] = orig;
-    if (!up || !down) continue;
-    const double numeric = (*up - *down) / (2 * eps);
-    err = std::max(err, std::fabs(numeric - static_cast<double>(analytic[i])));
-    ref = std::max(ref, std::fabs(numeric));
-    ++n;
-  }
-  if (checked) *checked = n;
-  return ref > 0 ? err / ref : err;
+  const std::vector<size_t> idx = sample_indices(p.size(), max_count, static_cast<uint32_t>(p.size()));
+  return testing::finite_difference_error(p, analytic, idx, eps, loss, checked);
 }
 
 bool same_routing(const std::vector<model::Routing>& a, const std::vector<model::Routing>& b) {

@@ -17,6 +17,8 @@
 #include "train/moe_backward.h"
 #include "train/ops_backward.h"
 
+#include "finite_diff.h"
+
 namespace dseek::train {
 namespace {
 
@@ -43,23 +45,7 @@ template <typename F>
 double fd_error(std::vector<F>& p, const std::vector<F>& analytic, double eps,
                 const std::function<std::optional<double>()>& loss, int* checked = nullptr) {
   EXPECT_EQ(p.size(), analytic.size());
-  double err = 0, ref = 0;
-  int n = 0;
-  for (size_t i = 0; i < p.size(); ++i) {
-    const F orig = p[i];
-    p[i] = static_cast<F>(orig + eps);
-    const std::optional<double> up = loss();
-    p[i] = static_cast<F>(orig - eps);
-    const std::optional<double> down = loss();
-    p[i] = orig;
-    if (!up || !down) continue;
-    const double numeric = (*up - *down) / (2 * eps);
-    err = std::max(err, std::fabs(numeric - static_cast<double>(analytic[i])));
-    ref = std::max(ref, std::fabs(numeric));
-    ++n;
-  }
-  if (checked) *checked = n;
-  return ref > 0 ? err / ref : err;
+  return testing::finite_difference_error(p, analytic.data(), testing::all_indices(p.size()), eps, loss, checked);
 }
 
 constexpr double kEps = 1e-6;       // double ops
