@@ -64,6 +64,11 @@ void forbid_ids(std::span<float> logits, std::span<const int32_t> ids) {
     if (id >= 0 && static_cast<size_t>(id) < logits.size()) logits[static_cast<size_t>(id)] = -INFINITY;
 }
 
+Generator::Generator(const model::Model& model, const tokenizer::Tokenizer* tokenizer)
+    : model_(model),
+      tok_(tokenizer),
+      no_text_ids_(tokenizer ? ids_without_text(*tokenizer, model.config().vocab_size) : std::vector<int32_t>{}) {}
+
 Status Generator::prefill(model::Session& session, const std::vector<int32_t>& prompt, int64_t chunk,
                           std::vector<float>* last_logits, int64_t* cached) const {
   const int64_t n = static_cast<int64_t>(prompt.size());
@@ -96,7 +101,6 @@ Expected<GenerateResult> Generator::generate(model::Session& session, const std:
   clock.reset();
 
   sample::Sampler sampler(options.sampling);
-  const std::vector<int32_t> no_text = tok_ ? ids_without_text(*tok_, model_.config().vocab_size) : std::vector<int32_t>{};
   std::optional<tokenizer::StreamDecoder> decoder;
   if (tok_) decoder.emplace(*tok_, /*skip_special=*/false);
   StopStringFilter filter(tok_ ? options.stop : std::vector<std::string>{});
@@ -110,7 +114,7 @@ Expected<GenerateResult> Generator::generate(model::Session& session, const std:
 
   result.finish = FinishReason::kLength;
   for (int64_t i = 0; options.max_tokens < 0 || i < options.max_tokens; ++i) {
-    forbid_ids(logits, no_text);
+    forbid_ids(logits, no_text_ids_);
     const int32_t id = sampler.sample(logits, history);
     if (std::find(options.eos_ids.begin(), options.eos_ids.end(), id) != options.eos_ids.end()) {
       result.finish = FinishReason::kStop;

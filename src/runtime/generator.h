@@ -50,7 +50,7 @@ using PieceCallback = std::function<bool(std::string_view piece)>;
 class Generator {
  public:
   // `tokenizer` may be null: then no text is produced (token ids only) and stop strings are unused.
-  Generator(const model::Model& model, const tokenizer::Tokenizer* tokenizer) : model_(model), tok_(tokenizer) {}
+  Generator(const model::Model& model, const tokenizer::Tokenizer* tokenizer);
 
   Expected<GenerateResult> generate(model::Session& session, const std::vector<int32_t>& prompt,
                                     const GenerateOptions& options, const PieceCallback& on_piece) const;
@@ -64,6 +64,7 @@ class Generator {
  private:
   const model::Model& model_;
   const tokenizer::Tokenizer* tok_;
+  std::vector<int32_t> no_text_ids_;  // ids_without_text, once per Generator, not per answer
 };
 
 // Ids in [0, vocab_size) that the tokenizer cannot decode: checkpoints pad the embedding past the
