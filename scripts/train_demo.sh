@@ -6,8 +6,8 @@
 # file and sample continuations, written to OUT/REPORT.md.
 #
 # Usage: scripts/train_demo.sh [--steps N | --minutes N] [--out DIR] [--resume] [--ppl-max-tokens N]
-#   --steps N       optimizer steps (default 2500: about 2 hours at ~700 tokens/s)
-#   --minutes N     steps for about N minutes at $DEMO_TOKENS_PER_SECOND (default 700) tokens/s
+#   --steps N       optimizer steps (default 2500: about 1 hour at ~1.4k tokens/s on 2 cores)
+#   --minutes N     steps for about N minutes at $DEMO_TOKENS_PER_SECOND (default 1400) tokens/s
 #   --out DIR       output directory (default .deps/demo-train)
 #   --resume        continue from the newest OUT/step-N (same options, bit-identical result)
 #   --ppl-max-tokens N  score only the first N tokens of each validation file (0: all, default)
@@ -33,13 +33,14 @@ LR=2e-3
 MIN_LR=2e-4
 WARMUP=100
 MTP_WEIGHT=0.3      # DeepSeek-V3's lambda for the first 10T tokens
+BIAS_SPEED=0.003    # DeepSeek's 0.001 is for ~10^5 steps; at 0.001 a 150-step run left max/mean load ~4
 SEED=1234
 
 die() { echo "train_demo.sh: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --steps) STEPS=${2:?--steps needs a number}; shift 2 ;;
-    --minutes) STEPS=$(( ${2:?--minutes needs a number} * 60 * ${DEMO_TOKENS_PER_SECOND:-700} / (BATCH * SEQ_LEN) )); shift 2 ;;
+    --minutes) STEPS=$(( ${2:?--minutes needs a number} * 60 * ${DEMO_TOKENS_PER_SECOND:-1400} / (BATCH * SEQ_LEN) )); shift 2 ;;
     --out) OUT=${2:?--out needs a directory}; shift 2 ;;
     --resume) RESUME=1; shift ;;
     --ppl-max-tokens) PPL_MAX=${2:?--ppl-max-tokens needs a number}; shift 2 ;;
@@ -73,7 +74,7 @@ if [ "$RESUME" = 1 ]; then
 else
   [ -d "$OUT/final" ] && die "$OUT/final exists: use --resume, another --out, or remove it"
   "$DSEEK" train --config configs/demo-v3.json --batch "$BATCH" --seq-len "$SEQ_LEN" --lr "$LR" --min-lr "$MIN_LR" \
-    --warmup "$WARMUP" --mtp-weight "$MTP_WEIGHT" --seed "$SEED" "${TRAIN_ARGS[@]}" 2>&1 | tee "$LOG" || die "dseek train failed (see $LOG)"
+    --warmup "$WARMUP" --mtp-weight "$MTP_WEIGHT" --bias-update-speed "$BIAS_SPEED" --seed "$SEED" "${TRAIN_ARGS[@]}" 2>&1 | tee "$LOG" || die "dseek train failed (see $LOG)"
 fi
 
 # 3. Held-out perplexity per language (other novels than the training ones).

@@ -13,12 +13,21 @@ namespace dseek::ops {
 
 // A [out, in] weight as stored. For FP8, scale_inv[ceil(out/block_rows), ceil(in/block_cols)]
 // multiplies each block (DeepSeek's name notwithstanding, it is not inverted).
+//
+// Group-quantized integers written by `dseek quantize` (quantization_config.quant_method
+// "dseek"), symmetric, one F16 scale per group of `group_size` consecutive inputs of a row:
+//   q8 (dtype kI8): data is int8 [out, in];                 w[r, i] = q[r, i] * scale[r, i / group_size]
+//   q4 (dtype kU8): data is packed [out, in / 2] bytes; byte b of a row holds input 2b in its low
+//                   nibble and input 2b+1 in its high nibble, each nibble n meaning n - 8 in [-8, 7].
+// group_scales is F16 [out, in / group_size] read in place (any alignment); in % group_size == 0.
 struct LinearWeight {
   DType dtype = DType::kF32;
   int64_t out = 0, in = 0;
   const uint8_t* data = nullptr;  // row-major [out, in], any alignment
   const float* scale_inv = nullptr;  // FP8 only, aligned copy owned by the weights
   int64_t block_rows = 128, block_cols = 128;
+  const uint8_t* group_scales = nullptr;  // q8/q4 only: F16 [out, in / group_size]
+  int64_t group_size = 32;
 
   bool empty() const { return data == nullptr; }
   int64_t scale_cols() const { return (in + block_cols - 1) / block_cols; }
