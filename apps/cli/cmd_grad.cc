@@ -2,11 +2,16 @@
 // command. TOKENS.json is a JSON list of token ids; OUT holds, in float32,
 //   loss [1]                mean next-token cross-entropy of the main model (MTP excluded)
 //   grad.<HF tensor name>   d loss / d weight, the weight's shape, for every trainable tensor
-// The interface is fixed: other tools depend on it.
+// The interface is fixed: other tools depend on it. V3.2: the main model runs sparse attention
+// (the indexer's top-k, as `dseek run`); the main weights' grads are those of the loss above,
+// the indexer tensors' those of the indexer's KL loss L_I (train/indexer_backward.h), which
+// the loss above does not reach.
 #include <omp.h>
 
 #include <cstdint>
 #include <cstdio>
+
+#include <fmt/format.h>
 
 #include "base/timer.h"
 #include "commands.h"
@@ -45,8 +50,10 @@ Status run_grad(const std::string& dir, const std::string& tokens_path, const st
   out.add_f32("loss", {1}, {static_cast<float>(result.loss)});
   for (const auto& [name, g] : result.grads.tensors()) out.add_f32("grad." + name, g.shape, g.values);
   DSEEK_RETURN_IF_ERROR(out.write(out_path));
-  std::fprintf(stderr, "dseek grad: %zu tokens, loss %.6f, %zu gradients -> %s in %.2f s\n", tokens.size(),
-               result.loss, result.grads.tensors().size(), out_path.c_str(), clock.seconds());
+  const std::string indexer =
+      weights->config().has_indexer() ? fmt::format(" (indexer loss {:.6f})", result.indexer_loss) : "";
+  std::fprintf(stderr, "dseek grad: %zu tokens, loss %.6f%s, %zu gradients -> %s in %.2f s\n", tokens.size(),
+               result.loss, indexer.c_str(), result.grads.tensors().size(), out_path.c_str(), clock.seconds());
   return {};
 }
 

@@ -1,5 +1,6 @@
 // `dseek train --config MODEL_CONFIG.json --tokenizer DIR --data FILES... -o OUT_DIR`: trains a
-// DeepSeek model from scratch (or continues one with --resume DIR) on text/JSONL files, which
+// DeepSeek model from scratch (or from a trained checkpoint's weights with --init MODEL_DIR, or
+// continues one with --resume DIR) on text/JSONL files, which
 // are tokenized once into OUT_DIR/train.tok (reused while the inputs are unchanged). Writes
 // OUT_DIR/step-N/ every --save-every steps and OUT_DIR/final/: Hugging Face directories that
 // `dseek run -m` loads, plus trainer_state.safetensors for an exact --resume. The loop itself
@@ -28,7 +29,7 @@ namespace fs = std::filesystem;
 namespace {
 
 struct TrainArgs {
-  std::string config, tokenizer, out, resume, dtype = "f32";
+  std::string config, tokenizer, out, resume, init, dtype = "f32";
   std::vector<std::string> data;
   train::TrainOptions o;
   int64_t eval_every = 0, eval_batches = 4, save_every = 0;
@@ -83,6 +84,8 @@ Status merge_resumed_options(TrainArgs* a) {
   if (!given("--mtp-weight")) o.mtp_weight = saved.mtp_weight;
   if (!given("--bias-update-speed")) o.bias_update_speed = saved.bias_update_speed;
   if (!given("--seq-aux-alpha")) o.seq_aux_alpha = saved.seq_aux_alpha;
+  if (!given("--indexer-warmup-steps")) o.indexer_warmup_steps = saved.indexer_warmup_steps;
+  if (!given("--indexer-loss-weight")) o.indexer_loss_weight = saved.indexer_loss_weight;
   o.adam.beta1 = saved.adam.beta1;
   o.adam.beta2 = saved.adam.beta2;
   o.adam.eps = saved.adam.eps;
@@ -115,16 +118,19 @@ Expected<std::unique_ptr<train::TokenData>> prepare_data(const TrainArgs& a, con
 }
 
 Status run_train(TrainArgs a) {
-  if (a.resume.empty() && a.config.empty()) return Status::error("--config is required (or --resume DIR)");
+  const int starts = !a.config.empty() + !a.resume.empty() + !a.init.empty();
+  if (starts == 0) return Status::error("--config is required (or --init MODEL_DIR, or --resume DIR)");
+  if (starts > 1) return Status::error("--config, --init and --resume are mutually exclusive: give one");
   if (!a.resume.empty()) DSEEK_RETURN_IF_ERROR(merge_resumed_options(&a));
   else a.o.dtype = a.dtype == "bf16" ? model::StoredDType::kBF16 : model::StoredDType::kF32;
   std::string config_json;  // checked before any tokenizing, so a bad config fails at once
-  if (a.resume.empty()) {
-    DSEEK_ASSIGN_OR_RETURN(config_json, io::read_text_file(a.config));
-    DSEEK_ASSIGN_OR_RETURN(model::ModelConfig config, model::parse_model_config(config_json, a.config));
-    DSEEK_RETURN_IF_ERROR(train::check_train_options(config, a.o));
+  if (!a.config.empty() || !a.init.empty()) {
+    const std::string path = a.config.empty() ? (fs::path(a.init) / "config.json").string() : a.config;
+    DSEEK_ASSIGN_OR_RETURN(config_json, io::read_text_file(path));
+    DSEEK_ASSIGN_OR_RETURN(model::ModelConfig config, model::parse_model_config(config_json, path));
+    DSEEK_RETURN_IF_ERROR(train::check_train_options(config, a.o).with_context(path));
   }
-  std::string tokenizer_dir = a.tokenizer.empty() ? a.resume : a.tokenizer;
+  std::string tokenizer_dir = !a.tokenizer.empty() ? a.tokenizer : !a.resume.empty() ? a.resume : a.init;
   if (fs::is_regular_file(tokenizer_dir)) tokenizer_dir = fs::path(tokenizer_dir).parent_path().string();
   DSEEK_ASSIGN_OR_RETURN(tokenizer::Tokenizer tok, tokenizer::Tokenizer::load(tokenizer_dir));
   std::error_code ec;
@@ -137,6 +143,8 @@ Status run_train(TrainArgs a) {
   std::unique_ptr<train::Trainer> trainer;
   if (!a.resume.empty()) {
     DSEEK_ASSIGN_OR_RETURN(trainer, train::Trainer::resume(a.resume, a.o, sampler));
+  } else if (!a.init.empty()) {
+    DSEEK_ASSIGN_OR_RETURN(trainer, train::Trainer::init(a.init, a.o, sampler));
   } else {
     auto created = train::Trainer::create(config_json, a.o, sampler);
     if (!created.ok()) return created.status().with_context(a.config);
@@ -175,11 +183,15 @@ Status run_train(TrainArgs a) {
     std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | {} tok/s | eta {}", step, a.o.steps,
                                    s.loss, s.lr, rate(tps), duration(eta));
     if (trainer->trains_mtp()) line += fmt::format(" | mtp {:.4f}", s.mtp_loss);
+    if (trainer->config().has_indexer())
+      line += fmt::format(" | idx {:.4f}{}", s.indexer_loss, s.indexer_warmup ? " (dense warm-up)" : "");
     if (s.max_over_mean_load > 0) line += fmt::format(" | load max/mean {:.2f}", s.max_over_mean_load);
     const bool eval = a.eval_every > 0 && (step % a.eval_every == 0 || step == a.o.steps);
     if (eval) {
-      last_heldout = trainer->heldout_loss(a.eval_batches * a.o.batch);
+      const train::Trainer::Heldout h = trainer->heldout(a.eval_batches * a.o.batch);
+      last_heldout = h.loss;
       line += fmt::format(" | held-out {:.4f}", last_heldout);
+      if (trainer->config().has_indexer()) line += fmt::format(" idx {:.4f}", h.indexer_loss);
     }
     if (tty) std::fprintf(stderr, "\r%s\x1b[K", line.c_str());
     else if (eval || step % plain_every == 0 || step == a.o.steps) std::fprintf(stderr, "%s\n", line.c_str());
@@ -232,6 +244,8 @@ void register_train(CLI::App& app, Runner* run) {
   a->cmd = cmd;
   train::TrainOptions& o = a->o;
   cmd->add_option("--config", a->config, "config.json of the model to train from scratch");
+  cmd->add_option("--init", a->init, "Start from this checkpoint's weights (any stored dtype, FP8 included) and "
+                                     "config.json, with fresh optimizer state at step 0");
   cmd->add_option("--tokenizer", a->tokenizer, "Tokenizer directory (tokenizer.json); copied into checkpoints");
   cmd->add_option("--data", a->data, "Training files: .txt (documents split on blank lines), .jsonl ({\"text\"}), "
                                      "or one prepared .tok file")->required();
@@ -263,6 +277,11 @@ void register_train(CLI::App& app, Runner* run) {
   cmd->add_option("--bias-update-speed", o.bias_update_speed, "Expert-bias update speed gamma (0: off)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--seq-aux-alpha", o.seq_aux_alpha, "Sequence-wise balance loss alpha (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--indexer-warmup-steps", o.indexer_warmup_steps,
+                  "V3.2: the first N steps train only the lightning indexer, with dense attention (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--indexer-loss-weight", o.indexer_loss_weight, "V3.2: weight of the indexer's KL loss (default 1)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--flops", a->flops, "At the end, measure the peak FMA throughput and report the fraction reached");

@@ -1,13 +1,93 @@
 #include "train/mla_backward.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "base/check.h"
+#include "train/indexer_backward.h"
 
 namespace dseek::train {
 
-void mla_train_forward(const model::ModelConfig& c, const model::AttentionWeights& w, const RopeAngles& rope,
-                       const float* x, int64_t T, MlaActivations* act, float* out, LinearHook* hook) {
+namespace {
+
+// Softmax attention of each query over its own key list (a V3.2 selection): the causal
+// attention_forward / attention_backward of ops_backward.h with s running over keys[t].
+// q, k: [T, H, dqk]; v, o: [T, H, dv]; lse: [H, T].
+void selected_attention_forward(const float* q, const float* k, const float* v, int64_t T, int64_t H, int64_t dk,
+                                int64_t dv, float scale, const model::KeySelection& keys, float* o, float* lse) {
+#pragma omp parallel
+  {
+    std::vector<float> p;
+#pragma omp for schedule(static) collapse(2)
+    for (int64_t h = 0; h < H; ++h) {
+      for (int64_t t = 0; t < T; ++t) {
+        const std::vector<int32_t>& ks = keys[t];
+        const int64_t n = static_cast<int64_t>(ks.size());
+        const float* qt = q + (t * H + h) * dk;
+        p.resize(static_cast<size_t>(n));
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t i = 0; i < n; ++i) {
+          p[i] = 0.0f;
+          const float* kv = k + (ks[i] * H + h) * dk;
+          for (int64_t e = 0; e < dk; ++e) p[i] += qt[e] * kv[e];
+          p[i] *= scale;
+          mx = std::max(mx, p[i]);
+        }
+        float sum = 0.0f;
+        for (int64_t i = 0; i < n; ++i) sum += p[i] = std::exp(p[i] - mx);
+        lse[h * T + t] = mx + std::log(sum);
+        float* ot = o + (t * H + h) * dv;
+        std::fill(ot, ot + dv, 0.0f);
+        for (int64_t i = 0; i < n; ++i) {
+          const float pi = p[i] / sum;
+          const float* vs = v + (ks[i] * H + h) * dv;
+          for (int64_t e = 0; e < dv; ++e) ot[e] += pi * vs[e];
+        }
+      }
+    }
+  }
+}
+
+void selected_attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
+                                 const float* dout, int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
+                                 const model::KeySelection& keys, float* dq, float* dkey, float* dval) {
+  auto dot = [](const float* a, const float* b, int64_t n) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
+    return s;
+  };
+  // Heads touch disjoint slices: one per thread (as attention_backward).
+#pragma omp parallel for schedule(static)
+  for (int64_t h = 0; h < H; ++h) {
+    for (int64_t t = 0; t < T; ++t) {
+      const float* qt = q + (t * H + h) * dk;
+      const float* dot_ = dout + (t * H + h) * dv;
+      const float d_row = dot(dot_, o + (t * H + h) * dv, dv);
+      const float l = lse[h * T + t];
+      float* dqt = dq + (t * H + h) * dk;
+      for (int32_t s : keys[t]) {
+        const float* ks = k + (s * H + h) * dk;
+        const float* vs = v + (s * H + h) * dv;
+        const float p = std::exp(scale * dot(qt, ks, dk) - l);
+        const float ds = p * (dot(dot_, vs, dv) - d_row);
+        float* dks = dkey + (s * H + h) * dk;
+        for (int64_t e = 0; e < dk; ++e) {
+          dqt[e] += scale * ds * ks[e];
+          dks[e] += scale * ds * qt[e];
+        }
+        float* dvs = dval + (s * H + h) * dv;
+        for (int64_t e = 0; e < dv; ++e) dvs[e] += p * dot_[e];
+      }
+    }
+  }
+}
+
+// The forward with the key lists given (`keys`), or chosen by the indexer after the queries
+// are projected (`select`), or causal (neither).
+void mla_forward_impl(const model::ModelConfig& c, const model::AttentionWeights& w, const RopeAngles& rope,
+                      const float* x, int64_t T, const model::KeySelection* keys, bool select, MlaActivations* act,
+                      float* out, LinearHook* hook) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
                 dv = c.v_head_dim, dqk = c.qk_head_dim();
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -57,9 +137,37 @@ void mla_train_forward(const model::ModelConfig& c, const model::AttentionWeight
 
   a.o.resize(static_cast<size_t>(T * H * dv));
   a.lse.resize(static_cast<size_t>(H * T));
-  attention_forward(a.q.data(), a.k.data(), a.v.data(), T, H, dqk, dv, static_cast<float>(c.softmax_scale()),
-                    a.o.data(), a.lse.data());
+  a.selection.clear();
+  if (select) {
+    DSEEK_CHECK(c.has_q_lora(), "the V3.2 indexer reads the q latent: q_lora_rank must be set");
+    a.selection = indexer_selection(c, w.indexer, x, a.q_latent.data(), T);
+  } else if (keys != nullptr) {
+    DSEEK_CHECK(static_cast<int64_t>(keys->size()) == T, "key lists for {} queries, expected {}", keys->size(), T);
+    a.selection = *keys;
+  }
+  const float scale = static_cast<float>(c.softmax_scale());
+  if (a.selection.empty())
+    attention_forward(a.q.data(), a.k.data(), a.v.data(), T, H, dqk, dv, scale, a.o.data(), a.lse.data());
+  else
+    selected_attention_forward(a.q.data(), a.k.data(), a.v.data(), T, H, dqk, dv, scale, a.selection, a.o.data(),
+                               a.lse.data());
   linear_forward(a.o.data(), T, w.o_proj, out, hook);  // [T, D]
+}
+
+}  // namespace
+
+void mla_train_forward(const model::ModelConfig& c, const model::AttentionWeights& w, const RopeAngles& rope,
+                       const float* x, int64_t T, MlaActivations* act, float* out, LinearHook* hook,
+                       AttentionStage stage) {
+  const bool select = stage == AttentionStage::kSparse && c.has_indexer() && w.indexer.present();
+  mla_forward_impl(c, w, rope, x, T, nullptr, select, act, out, hook);
+}
+
+void mla_train_forward_with_keys(const model::ModelConfig& c, const model::AttentionWeights& w,
+                                 const RopeAngles& rope, const float* x, int64_t T,
+                                 const model::KeySelection* keys, MlaActivations* act, float* out,
+                                 LinearHook* hook) {
+  mla_forward_impl(c, w, rope, x, T, keys, false, act, out, hook);
 }
 
 void mla_backward(const model::ModelConfig& c, const model::AttentionWeights& w, const RopeAngles& rope,
@@ -77,8 +185,13 @@ void mla_backward(const model::ModelConfig& c, const model::AttentionWeights& w,
   std::vector<float> dq(static_cast<size_t>(T * H * dqk), 0.0f);  // [T, H, d_qk]
   std::vector<float> dk(dq.size(), 0.0f);                          // [T, H, d_qk]
   std::vector<float> d_v(static_cast<size_t>(T * H * dv), 0.0f);   // [T, H, d_v]
-  attention_backward(a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data(), d_o.data(), T, H, dqk, dv,
-                     static_cast<float>(c.softmax_scale()), dq.data(), dk.data(), d_v.data());
+  if (a.selection.empty())
+    attention_backward(a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data(), d_o.data(), T, H, dqk, dv,
+                       static_cast<float>(c.softmax_scale()), dq.data(), dk.data(), d_v.data());
+  else
+    selected_attention_backward(a.q.data(), a.k.data(), a.v.data(), a.o.data(), a.lse.data(), d_o.data(), T, H, dqk,
+                                dv, static_cast<float>(c.softmax_scale()), a.selection, dq.data(), dk.data(),
+                                d_v.data());
 
   // Keys and values back to the latent: kv_b [T, H, d_n + d_v]; the rope key is shared by
   // every head, so its gradient is their sum, then rotated back into kv_a's rope columns.

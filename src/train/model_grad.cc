@@ -8,6 +8,7 @@
 #include "base/check.h"
 #include "model/rope.h"
 #include "model/tensor_table.h"
+#include "train/indexer_backward.h"
 
 namespace dseek::train {
 
@@ -79,7 +80,8 @@ void add_into(const std::vector<float>& x, std::vector<float>* y) {
 }  // namespace
 
 void layer_train_forward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
-                         int64_t T, std::vector<float>* hp, LayerActivations* ap, LinearHook* hook) {
+                         int64_t T, std::vector<float>* hp, LayerActivations* ap, LinearHook* hook,
+                         AttentionStage stage) {
   const int64_t D = c.hidden_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
   std::vector<float>& h = *hp;
@@ -89,7 +91,7 @@ void layer_train_forward(const model::ModelConfig& c, const model::LayerWeights&
   a.x = h;
   a.attn_in.resize(h.size());
   rms_norm_forward(h.data(), lw.input_layernorm.data(), T, D, eps, a.attn_in.data());
-  mla_train_forward(c, lw.attn, rope, a.attn_in.data(), T, &a.attn, branch.data(), hook);
+  mla_train_forward(c, lw.attn, rope, a.attn_in.data(), T, &a.attn, branch.data(), hook, stage);
   add_into(branch, &h);  // residual
   a.mid = h;
   a.ffn_in.resize(h.size());
@@ -121,8 +123,6 @@ void layer_backward(const model::ModelConfig& c, const model::LayerWeights& lw, 
 }
 
 Status check_trainable(const model::ModelConfig& c, std::span<const int32_t> tokens) {
-  if (c.has_indexer())
-    return Status::error("training V3.2 sparse attention (the lightning indexer) is not supported yet");
   const int64_t T = static_cast<int64_t>(tokens.size());
   if (T < 2) return Status::errorf("{} token(s): need at least 2 (the loss predicts each next token)", T);
   if (T > c.max_position_embeddings)
@@ -134,7 +134,8 @@ Status check_trainable(const model::ModelConfig& c, std::span<const int32_t> tok
   return {};
 }
 
-Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens, LinearHook* hook) {
+Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens, LinearHook* hook,
+                          AttentionStage stage) {
   const model::ModelConfig& c = w.config();
   const int64_t T = static_cast<int64_t>(tokens.size()), D = c.hidden_size, V = c.vocab_size;
   const float eps = static_cast<float>(c.rms_norm_eps);
@@ -142,10 +143,12 @@ Activations train_forward(const model::Weights& w, std::span<const int32_t> toke
   act.tokens.assign(tokens.begin(), tokens.end());
   act.rope = rope_angles(model::RopeTable(c), T);
   act.layers.resize(static_cast<size_t>(c.num_hidden_layers));
+  act.stage = stage;
 
   std::vector<float> h(static_cast<size_t>(T * D));  // [T, D]
   embedding_forward(w.embed_tokens, act.tokens.data(), T, h.data());
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) layer_train_forward(c, w.layers[l], act.rope, T, &h, &act.layers[l], hook);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    layer_train_forward(c, w.layers[l], act.rope, T, &h, &act.layers[l], hook, stage);
   act.hidden = std::move(h);
   act.normed.resize(act.hidden.size());
   rms_norm_forward(act.hidden.data(), w.norm.data(), T, D, eps, act.normed.data());
@@ -191,8 +194,9 @@ Expected<LossAndGradients> loss_and_gradients(const model::Weights& w, std::span
   DSEEK_RETURN_IF_ERROR(check_trainable(c, tokens));
   const Activations act = train_forward(w, tokens);
   std::vector<float> dlogits;  // [T, V]
-  LossAndGradients out{next_token_loss(act, c.vocab_size, &dlogits), Gradients(c)};
+  LossAndGradients out{next_token_loss(act, c.vocab_size, &dlogits), 0.0, Gradients(c)};
   model_backward(w, act, {dlogits.data(), nullptr}, &out.grads);
+  out.indexer_loss = model_indexer_loss(w, act, 1.0f, &out.grads);  // only the indexer tensors
   return out;
 }
 

@@ -6,7 +6,9 @@
 // Scope today: the main model (embedding, MLA, dense FFN, MoE, final norm, lm_head). Hooks for
 // what comes later: the MTP module reads the final hidden states and adds into their gradient
 // (BackwardInputs::d_hidden); a balance loss adds into the router logits (moe_backward.h);
-// LoRA adapters ride along as a LinearHook (lora.h). V3.2 sparse attention (the indexer) is refused for now.
+// LoRA adapters ride along as a LinearHook (lora.h). V3.2: the forward runs sparse attention
+// (the indexer's selection, as inference) or, for the indexer's dense warm-up, dense attention;
+// the indexer's own loss is train/indexer_backward.h.
 //
 // Legend: T = tokens of the sequence, D = hidden_size, V = vocab_size.
 #pragma once
@@ -77,14 +79,17 @@ struct Activations {
   std::vector<float> hidden;    // [T, D] final hidden states, before model.norm (MTP reads these)
   std::vector<float> normed;    // [T, D] after model.norm
   std::vector<float> logits;    // [T, V]
+  AttentionStage stage = AttentionStage::kSparse;  // how the attention ran (V3.2)
   int64_t T() const { return static_cast<int64_t>(tokens.size()); }
 };
 
 // One decoder layer (attention + dense FFN or MoE, each behind its RMSNorm and residual) over
 // positions [0, T) (rope holds at least T positions). h [T, D]: the residual stream, updated in
 // place; *a receives what layer_backward reads. The main model and the MTP block share it.
+// stage: V3.2's dense warm-up or sparse attention (mla_backward.h).
 void layer_train_forward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
-                         int64_t T, std::vector<float>* h, LayerActivations* a, LinearHook* hook = nullptr);
+                         int64_t T, std::vector<float>* h, LayerActivations* a, LinearHook* hook = nullptr,
+                         AttentionStage stage = AttentionStage::kSparse);
 // dh [T, D]: d loss / d the layer's output on entry, d loss / d its input on return. Parameter
 // gradients go into the buffers of *g named `prefix` (model::layer_prefix of the layer).
 void layer_backward(const model::ModelConfig& c, const model::LayerWeights& lw, const RopeAngles& rope,
@@ -96,8 +101,10 @@ void layer_backward(const model::ModelConfig& c, const model::LayerWeights& lw, 
 Status check_trainable(const model::ModelConfig& c, std::span<const int32_t> tokens);
 
 // The forward over tokens at positions [0, T) (validated by check_trainable). hook: an extra
-// path beside the decoder linears (LoRA adapters, lora.h), or null.
-Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens, LinearHook* hook = nullptr);
+// path beside the decoder linears (LoRA adapters, lora.h), or null. stage (V3.2 only): sparse
+// attention over the indexer's selection, as `dseek run` computes, or dense for the warm-up.
+Activations train_forward(const model::Weights& w, std::span<const int32_t> tokens, LinearHook* hook = nullptr,
+                          AttentionStage stage = AttentionStage::kSparse);
 
 // Mean next-token cross-entropy of the logits at positions [0, T-1) against tokens [1, T);
 // *dlogits ([T, V], zeroed here) receives d loss / d logits (row T-1 stays 0).
@@ -115,11 +122,13 @@ void model_backward(const model::Weights& w, const Activations& act, const Backw
                     LinearHook* hook = nullptr);
 
 struct LossAndGradients {
-  double loss = 0;
+  double loss = 0;          // the main model's mean next-token cross-entropy
+  double indexer_loss = 0;  // V3.2: L_I (indexer_backward.h), sparse stage; 0 otherwise
   Gradients grads;
 };
 
-// check_trainable, train_forward, next_token_loss and model_backward in one call.
+// check_trainable, train_forward, next_token_loss and model_backward in one call. V3.2: sparse
+// attention; the main weights get d loss / d weight, the indexer tensors d L_I / d weight.
 Expected<LossAndGradients> loss_and_gradients(const model::Weights& w, std::span<const int32_t> tokens);
 
 }  // namespace dseek::train

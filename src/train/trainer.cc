@@ -15,7 +15,9 @@
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "train/balance.h"
+#include "train/indexer_backward.h"
 #include "train/mtp.h"
+#include "ops/linear.h"
 
 
 namespace dseek::train {
@@ -28,6 +30,11 @@ namespace {
 // sequences of a micro-batch accumulate into one buffer one after another (each still using
 // the multi-threaded kernels). The choice depends on sizes only, never on the thread count.
 constexpr uint64_t kMaxSequenceGradBytes = 2ull << 30;
+
+// A main-model indexer tensor: the only ones the dense warm-up updates.
+bool is_indexer_tensor(const model::TensorSpec& spec) {
+  return spec.group == model::TensorGroup::kMain && spec.name.find(".self_attn.indexer.") != std::string::npos;
+}
 
 bool is_bias_name(const std::string& name) {
   return name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
@@ -67,7 +74,7 @@ double max_over_mean(const Load& load) {
 }  // namespace
 
 struct Trainer::SequenceResult {
-  double loss = 0, mtp_loss = 0, aux_loss = 0;
+  double loss = 0, mtp_loss = 0, aux_loss = 0, indexer_loss = 0;
   ExpertLoad load;
 };
 
@@ -89,7 +96,9 @@ std::string options_to_json(const TrainOptions& o) {
                       {"dtype", o.dtype == model::StoredDType::kBF16 ? "bf16" : "f32"},
                       {"mtp_weight", o.mtp_weight},
                       {"bias_update_speed", o.bias_update_speed},
-                      {"seq_aux_alpha", o.seq_aux_alpha}};
+                      {"seq_aux_alpha", o.seq_aux_alpha},
+                      {"indexer_warmup_steps", o.indexer_warmup_steps},
+                      {"indexer_loss_weight", o.indexer_loss_weight}};
   return j.dump();
 }
 
@@ -116,6 +125,9 @@ Expected<TrainOptions> options_from_json(const std::string& text, const std::str
     o.mtp_weight = j.at("mtp_weight").get<float>();
     o.bias_update_speed = j.at("bias_update_speed").get<float>();
     o.seq_aux_alpha = j.at("seq_aux_alpha").get<float>();
+    // Absent in states saved before V3.2 training existed: their defaults.
+    o.indexer_warmup_steps = j.value("indexer_warmup_steps", int64_t{0});
+    o.indexer_loss_weight = j.value("indexer_loss_weight", 1.0f);
   } catch (const nlohmann::json::exception& e) {
     return Status::errorf("{}: saved training options: {}", where, e.what());
   }
@@ -130,6 +142,13 @@ Status check_train_options(const model::ModelConfig& c, const TrainOptions& o) {
     return Status::error("--dtype: training keeps the model in f32 or bf16");
   if (!(o.lr > 0) || o.min_lr < 0 || o.min_lr > o.lr)
     return Status::errorf("--lr {} / --min-lr {}: need 0 <= min-lr <= lr and lr > 0", o.lr, o.min_lr);
+  if (o.indexer_warmup_steps < 0)
+    return Status::errorf("--indexer-warmup-steps {}: must be >= 0", o.indexer_warmup_steps);
+  if (o.indexer_warmup_steps > 0 && !c.has_indexer())
+    return Status::errorf("--indexer-warmup-steps {}: the model ({}) has no lightning indexer (V3.2 only)",
+                          o.indexer_warmup_steps, model::arch_name(c.arch));
+  if (!(o.indexer_loss_weight >= 0))
+    return Status::errorf("--indexer-loss-weight {}: must be >= 0", o.indexer_loss_weight);
   std::vector<int32_t> probe(static_cast<size_t>(o.seq_len), 0);
   DSEEK_RETURN_IF_ERROR(check_trainable(c, probe).with_context("--seq-len"));
   return {};
@@ -174,6 +193,55 @@ Expected<std::unique_ptr<Trainer>> Trainer::make(const std::string& config_json,
 Expected<std::unique_ptr<Trainer>> Trainer::create(const std::string& config_json, const TrainOptions& options,
                                                    const WindowSampler& data) {
   DSEEK_ASSIGN_OR_RETURN(auto t, make(config_json, options, data));
+  t->refresh_weights();
+  return t;
+}
+
+Expected<std::unique_ptr<Trainer>> Trainer::init(const std::string& model_dir, const TrainOptions& options,
+                                                 const WindowSampler& data) {
+  const std::string config_path = (fs::path(model_dir) / "config.json").string();
+  DSEEK_ASSIGN_OR_RETURN(std::string text, io::read_text_file(config_path));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return Status::errorf("{}: not a JSON object", config_path);
+  DSEEK_ASSIGN_OR_RETURN(model::ModelConfig stored, model::parse_model_config(text, config_path));
+  j.erase("quantization_config");  // the trainer's copies are f32/bf16
+  auto made = make(j.dump(2), options, data);
+  if (!made.ok()) return made.status().with_context(config_path);
+  std::unique_ptr<Trainer> t = std::move(made).value();
+  DSEEK_ASSIGN_OR_RETURN(auto ckpt, io::Checkpoint::open(model_dir));
+  for (Parameter& p : t->params_) {
+    const io::TensorView* v = ckpt->find(p.spec.name);
+    if (v == nullptr)
+      return Status::errorf("{}: tensor '{}' is missing{}", ckpt->listing(), p.spec.name,
+                            p.spec.group == model::TensorGroup::kMtp ? " (train without MTP: --mtp-weight 0)" : "");
+    if (v->shape != p.spec.shape)
+      return Status::errorf("{}: tensor '{}' is [{}], expected [{}]", ckpt->listing(), p.spec.name,
+                            fmt::join(v->shape, ", "), fmt::join(p.spec.shape, ", "));
+    ops::LinearWeight lw;  // decoded as the model reads it, one row of `in` values at a time
+    lw.dtype = v->dtype;
+    lw.in = p.spec.shape.back();
+    lw.out = numel(p.spec.shape) / lw.in;
+    lw.data = v->data;
+    std::vector<float> scales;
+    if (v->dtype == DType::kF8E4M3) {
+      const std::string sname = p.spec.name + "_scale_inv";
+      const io::TensorView* sv = ckpt->find(sname);
+      if (sv == nullptr || sv->dtype != DType::kF32)
+        return Status::errorf("{}: FP8 tensor '{}' needs an F32 '{}'", ckpt->listing(), p.spec.name, sname);
+      lw.block_rows = stored.quantization.block_rows;
+      lw.block_cols = stored.quantization.block_cols;
+      const int64_t want = ((lw.out + lw.block_rows - 1) / lw.block_rows) * lw.scale_cols();
+      if (static_cast<int64_t>(sv->nbytes / 4) != want)
+        return Status::errorf("{}: '{}' has {} scales, expected {}", ckpt->listing(), sname, sv->nbytes / 4, want);
+      scales.resize(static_cast<size_t>(want));
+      std::memcpy(scales.data(), sv->data, scales.size() * 4);
+      lw.scale_inv = scales.data();
+    } else if (v->dtype != DType::kF32 && v->dtype != DType::kBF16 && v->dtype != DType::kF16) {
+      return Status::errorf("{}: tensor '{}' is {}, expected F32, BF16, F16 or F8_E4M3", ckpt->listing(), p.spec.name,
+                            dtype_name(v->dtype));
+    }
+    ops::decode_rows(lw, 0, lw.out, p.master.data());
+  }
   t->refresh_weights();
   return t;
 }
@@ -271,15 +339,21 @@ void Trainer::refresh_weights() {
 
 void Trainer::run_sequence(std::span<const int32_t> tokens, Gradients* grads, SequenceResult* out) const {
   const model::Weights& w = *weights_;
-  const Activations act = train_forward(w, tokens);
+  const bool warmup = in_indexer_warmup();
+  const Activations act = train_forward(w, tokens, nullptr, warmup ? AttentionStage::kDense : AttentionStage::kSparse);
   std::vector<float> dlogits;  // [T, V]
   out->loss = next_token_loss(act, config_.vocab_size, &dlogits);
+  out->load = expert_load(config_, act);
+  if (config_.has_indexer()) {
+    const float weight = options_.indexer_loss_weight;
+    out->indexer_loss = model_indexer_loss(w, act, weight, weight > 0 ? grads : nullptr);
+  }
+  if (warmup) return;  // the main model is frozen: L_I alone, no other loss or gradient
   std::vector<float> d_hidden;  // [T, D] from the MTP loss
   if (include_mtp_) {
     d_hidden.assign(act.hidden.size(), 0.0f);
     out->mtp_loss = mtp_loss_and_backward(w, act, options_.mtp_weight, grads, &d_hidden);
   }
-  out->load = expert_load(config_, act);
   if (options_.seq_aux_alpha > 0) out->aux_loss = seq_balance_loss_and_backward(w, act, options_.seq_aux_alpha, grads);
   model_backward(w, act, {dlogits.data(), d_hidden.empty() ? nullptr : d_hidden.data()}, grads);
 }
@@ -288,6 +362,8 @@ StepStats Trainer::train_step() {
   Stopwatch clock;
   StepStats s;
   s.lr = schedule_.at(step_);
+  const bool warmup = in_indexer_warmup();
+  s.indexer_warmup = warmup;
   const int64_t micro = options_.batch / options_.grad_accum;
   uint64_t grad_bytes = 0;
   for (const auto& [name, g] : grads_->tensors()) grad_bytes += g.values.size() * 4;
@@ -328,6 +404,7 @@ StepStats Trainer::train_step() {
     s.loss += r.loss / static_cast<double>(options_.batch);
     s.mtp_loss += r.mtp_loss / static_cast<double>(options_.batch);
     s.aux_loss += r.aux_loss / static_cast<double>(options_.batch);
+    s.indexer_loss += r.indexer_loss / static_cast<double>(options_.batch);
   }
   // The batch gradient is the mean over sequences: 1/batch folded into the update's scale.
   std::vector<std::span<const float>> all;
@@ -336,17 +413,23 @@ StepStats Trainer::train_step() {
   s.grad_norm = global_norm(all) * inv_batch;
   const double scale = inv_batch * clip_factor(s.grad_norm, options_.clip);
   ++step_;
+  // V3.2: the warm-up updates the indexer alone; the other tensors start their AdamW steps
+  // (bias correction) when the sparse stage starts.
+  const int64_t frozen_steps = config_.has_indexer() ? std::min(options_.indexer_warmup_steps, step_) : 0;
   for (Parameter& p : params_) {
     if (!p.trainable) continue;
+    const bool indexer = is_indexer_tensor(p.spec);
+    if (warmup && !indexer) continue;
     const GradTensor& g = grads_->tensors().at(p.spec.name);
     AdamState::Moments& mo = adam_.at(p.spec.name, p.master.size());
-    adamw_update(p.master, g.values, mo.m, mo.v, options_.adam, s.lr, scale, step_, decays(p.spec.kind));
+    adamw_update(p.master, g.values, mo.m, mo.v, options_.adam, s.lr, scale, indexer ? step_ : step_ - frozen_steps,
+                 decays(p.spec.kind));
   }
   // Auxiliary-loss-free balancing (V3 paper §2.1.2): after the step, from the step's loads.
   ExpertLoad load = results.front().load;
   for (size_t j = 1; j < results.size(); ++j) add_expert_load(results[j].load, &load);
   s.max_over_mean_load = max_over_mean(load);
-  if (options_.bias_update_speed > 0 && config_.topk_method == model::TopkMethod::kNoauxTc && !load.counts.empty()) {
+  if (!warmup && options_.bias_update_speed > 0 && config_.topk_method == model::TopkMethod::kNoauxTc && !load.counts.empty()) {
     update_expert_bias(load, options_.bias_update_speed, weights_.get());
     for (Parameter& p : params_) {
       if (p.spec.kind != model::TensorKind::kBias) continue;
@@ -362,18 +445,23 @@ StepStats Trainer::train_step() {
   return s;
 }
 
-double Trainer::heldout_loss(int64_t windows) {
+Trainer::Heldout Trainer::heldout(int64_t windows) {
   windows = std::max<int64_t>(1, std::min(windows, data_.heldout_windows()));
-  std::vector<double> losses(static_cast<size_t>(windows));
+  const AttentionStage stage = in_indexer_warmup() ? AttentionStage::kDense : AttentionStage::kSparse;
+  std::vector<double> losses(static_cast<size_t>(windows)), indexer(static_cast<size_t>(windows));
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t i = 0; i < windows; ++i) {
-    const Activations act = train_forward(*weights_, data_.heldout_window(i));
+    const Activations act = train_forward(*weights_, data_.heldout_window(i), nullptr, stage);
     std::vector<float> dlogits;
     losses[i] = next_token_loss(act, config_.vocab_size, &dlogits);
+    indexer[i] = model_indexer_loss(*weights_, act, 0.0f, nullptr);
   }
-  double sum = 0;
-  for (double l : losses) sum += l;
-  return sum / static_cast<double>(windows);
+  Heldout out;
+  for (int64_t i = 0; i < windows; ++i) {
+    out.loss += losses[i] / static_cast<double>(windows);
+    out.indexer_loss += indexer[i] / static_cast<double>(windows);
+  }
+  return out;
 }
 
 Status Trainer::save(const std::string& dir, const std::string& tokenizer_dir) const {

@@ -42,6 +42,11 @@ struct TrainOptions {
   float mtp_weight = 0.3f;      // lambda; 0 or no MTP layer in the config: no MTP loss
   float bias_update_speed = 0.001f;  // gamma of the expert-bias rule (noaux_tc routers)
   float seq_aux_alpha = 0.0001f;     // alpha of the sequence-wise balance loss; 0 off
+  // V3.2 (DeepSeek Sparse Attention, V3.2 paper §2.1): the first indexer_warmup_steps steps
+  // are the indexer's dense warm-up (dense attention, every other weight frozen, only L_I);
+  // then sparse training (top-k attention, every weight, L_I on the selected keys).
+  int64_t indexer_warmup_steps = 0;
+  float indexer_loss_weight = 1.0f;  // scales L_I's gradients (the indexer's tensors only)
 };
 
 // Serialized into trainer_state.safetensors' metadata, read back by --resume.
@@ -57,6 +62,8 @@ struct StepStats {
   double loss = 0;            // mean next-token cross-entropy of the batch
   double mtp_loss = 0;        // unweighted MTP loss (0 when off)
   double aux_loss = 0;        // sequence-wise balance loss (0 when off)
+  double indexer_loss = 0;    // V3.2: L_I, mean over the batch (0 for other models)
+  bool indexer_warmup = false;  // V3.2: this step was a dense warm-up step (main model frozen)
   double lr = 0;              // learning rate used
   double grad_norm = 0;       // global norm before clipping
   double seconds = 0;
@@ -70,14 +77,24 @@ class Trainer {
   // std initializer_range, seed options.seed; bit-equal to `dseek init --dtype f32`).
   static Expected<std::unique_ptr<Trainer>> create(const std::string& config_json, const TrainOptions& options,
                                                    const WindowSampler& data);
+  // Starts from a trained checkpoint's weights (`dseek train --init`; any stored dtype dseek
+  // loads: F32, BF16, F16, FP8 e4m3 with its scales): its config.json (without a
+  // quantization_config: the trainer keeps f32/bf16), fresh optimizer state, step 0.
+  static Expected<std::unique_ptr<Trainer>> init(const std::string& model_dir, const TrainOptions& options,
+                                                 const WindowSampler& data);
   // Continues from a directory written by save(): weights, moments, step and data position.
   static Expected<std::unique_ptr<Trainer>> resume(const std::string& dir, const TrainOptions& options,
                                                    const WindowSampler& data);
   ~Trainer();
 
   StepStats train_step();
-  // Mean next-token loss over the first `windows` held-out windows.
-  double heldout_loss(int64_t windows);
+  struct Heldout {
+    double loss = 0;          // mean next-token loss
+    double indexer_loss = 0;  // V3.2: mean L_I
+  };
+  // Over the first `windows` held-out windows, with the attention of the current stage.
+  Heldout heldout(int64_t windows);
+  double heldout_loss(int64_t windows) { return heldout(windows).loss; }
   // Writes `dir` (via dir.partial, renamed): config.json, model.safetensors, trainer_state.
   // safetensors and the tokenizer files found in tokenizer_dir ("" for none).
   Status save(const std::string& dir, const std::string& tokenizer_dir) const;
@@ -87,6 +104,8 @@ class Trainer {
   const model::Weights& weights() const { return *weights_; }
   const model::ModelConfig& config() const { return config_; }
   bool trains_mtp() const { return include_mtp_; }
+  // V3.2: whether the next step is a dense warm-up step.
+  bool in_indexer_warmup() const { return config_.has_indexer() && step_ < options_.indexer_warmup_steps; }
   int64_t parameter_count() const;
 
  private:
