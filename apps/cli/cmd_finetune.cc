@@ -26,6 +26,7 @@ struct FinetuneArgs {
   std::string model, data, out, targets = "all", format;
   train::FinetuneOptions o;
   int64_t epochs = 1, steps = 0;
+  std::string schedule = "cosine";
   bool merge = false;
   int threads = 0;
 };
@@ -33,6 +34,7 @@ struct FinetuneArgs {
 int run_finetune_command(FinetuneArgs& a) {
   if (a.threads > 0) omp_set_num_threads(a.threads);
   if (a.merge && a.o.lora_rank == 0) return fail("--merge needs --lora RANK (full fine-tuning always writes a checkpoint)");
+  a.o.cosine = a.schedule == "cosine";
   if (a.epochs < 1) return fail(fmt::format("--epochs {}: must be at least 1", a.epochs));
   Expected<uint32_t> targets = train::lora_targets_from_name(a.targets);
   if (!targets.ok()) return fail(targets.status().message());
@@ -55,7 +57,8 @@ int run_finetune_command(FinetuneArgs& a) {
   int64_t masked = 0;
   for (const auto& ex : data.value())
     for (uint8_t m : ex.loss_mask) masked += m;
-  const int64_t steps = a.steps > 0 ? a.steps : a.epochs * static_cast<int64_t>(data.value().size());
+  const int64_t n_conv = static_cast<int64_t>(data.value().size());
+  const int64_t steps = a.steps > 0 ? a.steps : (a.epochs * n_conv + a.o.batch - 1) / a.o.batch;
   std::fprintf(stderr, "finetune: %s, %zu conversations (%lld assistant tokens), %s, %lld trainable parameters, %lld steps\n",
                tokenizer::chat_format_name(format.value()), data.value().size(), static_cast<long long>(masked),
                f.lora() ? fmt::format("LoRA r={} alpha={:g}", f.adapters()->rank(), f.adapters()->alpha()).c_str()
@@ -100,10 +103,16 @@ void register_finetune(CLI::App& app, Runner* run) {
   cmd->add_option("--lora-targets", a->targets, "Adapted linears: attn, experts or all (default all)");
   cmd->add_flag("--merge", a->merge, "Write the base with the adapters merged in (float32 adapted tensors)");
   auto* epochs = cmd->add_option("--epochs", a->epochs, "Passes over the data (default 1)");
-  cmd->add_option("--steps", a->steps, "Optimizer steps, one conversation each (overrides --epochs)")
+  cmd->add_option("--steps", a->steps, "Optimizer steps of --batch conversations each (overrides --epochs)")
       ->check(CLI::PositiveNumber)
       ->excludes(epochs);
-  cmd->add_option("--lr", a->o.lr, "Learning rate (default 1e-3 LoRA, 1e-4 full)")->check(CLI::PositiveNumber);
+  cmd->add_option("--lr", a->o.lr, "Peak learning rate (default 1e-3 LoRA, 1e-4 full)")->check(CLI::PositiveNumber);
+  cmd->add_option("--batch", a->o.batch, "Conversations per optimizer step, gradients averaged (default 1)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--warmup", a->o.warmup, "Linear learning-rate warm-up steps (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--lr-schedule", a->schedule, "After warm-up: cosine (decay to lr/10 at the last step, default) or constant")
+      ->check(CLI::IsMember({"cosine", "constant"}));
   cmd->add_option("--seed", a->o.seed, "Adapter initialization and data order");
   cmd->add_option("--chat-format", a->format, "Chat format override: v3, r1, v3.1, v3.2");
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);

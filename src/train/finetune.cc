@@ -1,8 +1,10 @@
 #include "train/finetune.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <map>
+#include <numbers>
 #include <numeric>
 #include <random>
 
@@ -10,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors_writer.h"
 #include "model/tensor_table.h"
+#include "train/indexer_backward.h"
 
 namespace dseek::train {
 
@@ -52,7 +55,6 @@ Expected<std::unique_ptr<Finetuner>> Finetuner::create(const std::string& model_
   if (ft->options_.lr <= 0) ft->options_.lr = o.lora_rank > 0 ? 1e-3 : 1e-4;
   DSEEK_ASSIGN_OR_RETURN(ft->base_, model::load_weights(model_dir));
   const model::ModelConfig& c = ft->base_->config();
-  if (c.has_indexer()) return Status::errorf("{}: fine-tuning V3.2 sparse attention is not supported yet", model_dir);
   if (o.lora_rank > 0) {
     LoraOptions lo;
     lo.rank = o.lora_rank;
@@ -125,18 +127,41 @@ Expected<double> Finetuner::loss(const ChatExample& ex) {
 }
 
 Expected<double> Finetuner::step(const ChatExample& ex) {
+  const ChatExample* one[] = {&ex};
+  return step(one);
+}
+
+Expected<double> Finetuner::step(std::span<const ChatExample* const> batch, double lr_scale) {
   const model::ModelConfig& c = weights_->config();
-  DSEEK_RETURN_IF_ERROR(check_trainable(c, ex.tokens));
-  const Activations act = train_forward(*weights_, ex.tokens, adapters_.get());
-  std::vector<float> dlogits;  // [T, V]
-  const double loss = masked_next_token_loss(act, ex.loss_mask, c.vocab_size, &dlogits);
+  DSEEK_CHECK(!batch.empty(), "a fine-tuning step without conversations");
+  for (const ChatExample* ex : batch) DSEEK_RETURN_IF_ERROR(check_trainable(c, ex->tokens));
+  if (adapters_) {
+    adapters_->zero_grad();
+  } else {
+    grads_->zero();
+  }
+  // Gradients of the batch's mean loss: each conversation's backward adds 1/B of its own.
+  const float inv_batch = 1.0f / static_cast<float>(batch.size());
+  double loss = 0;
+  for (const ChatExample* ex : batch) {
+    const Activations act = train_forward(*weights_, ex->tokens, adapters_.get());
+    std::vector<float> dlogits;  // [T, V]
+    loss += masked_next_token_loss(act, ex->loss_mask, c.vocab_size, &dlogits);
+    for (float& d : dlogits) d *= inv_batch;
+    if (adapters_) {
+      Gradients frozen = Gradients::frozen();
+      model_backward(*weights_, act, {dlogits.data(), nullptr}, &frozen, adapters_.get());
+    } else {
+      model_backward(*weights_, act, {dlogits.data(), nullptr}, grads_.get());
+      // V3.2: the indexer learns from its own KL loss (the chat loss does not reach it).
+      model_indexer_loss(*weights_, act, inv_batch, grads_.get());
+    }
+  }
   ++step_;
   AdamWHyper h;
   h.weight_decay = options_.weight_decay;
+  const double lr = options_.lr * lr_scale;
   if (adapters_) {
-    adapters_->zero_grad();
-    Gradients frozen = Gradients::frozen();
-    model_backward(*weights_, act, {dlogits.data(), nullptr}, &frozen, adapters_.get());
     std::vector<std::span<const float>> all;
     for (const LoraTensor& t : adapters_->tensors()) {
       all.emplace_back(t.dA);
@@ -146,22 +171,20 @@ Expected<double> Finetuner::step(const ChatExample& ex) {
     for (LoraTensor& t : adapters_->tensors()) {
       for (auto [w, g, tag] : {std::tuple{&t.A, &t.dA, ".A"}, std::tuple{&t.B, &t.dB, ".B"}}) {
         AdamState::Moments& m = adam_.at(t.module + tag, w->size());
-        adamw_update(*w, *g, m.m, m.v, h, options_.lr, factor, step_, h.weight_decay > 0);
+        adamw_update(*w, *g, m.m, m.v, h, lr, factor, step_, h.weight_decay > 0);
       }
     }
-    return loss;
+    return loss / static_cast<double>(batch.size());
   }
-  grads_->zero();
-  model_backward(*weights_, act, {dlogits.data(), nullptr}, grads_.get());
   std::vector<std::span<const float>> all;
   for (const Master& m : masters_) all.emplace_back(grads_->tensors().at(m.name).values);
   const double factor = clip_factor(global_norm(all), options_.clip);
   for (Master& m : masters_) {
     AdamState::Moments& mo = adam_.at(m.name, m.values.size());
-    adamw_update(m.values, grads_->tensors().at(m.name).values, mo.m, mo.v, h, options_.lr, factor, step_,
+    adamw_update(m.values, grads_->tensors().at(m.name).values, mo.m, mo.v, h, lr, factor, step_,
                  h.weight_decay > 0 && decays(m.kind));
   }
-  return loss;
+  return loss / static_cast<double>(batch.size());
 }
 
 Status copy_model_files(const std::string& model_dir, const std::string& out_dir) {
@@ -198,21 +221,38 @@ Status Finetuner::save(const std::string& out_dir, bool merge) const {
   return copy_model_files(model_dir_, out_dir);
 }
 
+double finetune_lr_scale(const FinetuneOptions& o, int64_t step, int64_t steps) {
+  if (step < o.warmup) return static_cast<double>(step + 1) / static_cast<double>(o.warmup + 1);
+  if (!o.cosine || steps - o.warmup <= 1) return 1.0;
+  constexpr double kFloor = 0.1;  // the last step runs at lr / 10
+  const double progress = static_cast<double>(step - o.warmup) / static_cast<double>(steps - o.warmup - 1);
+  return kFloor + (1.0 - kFloor) * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
+}
+
 Status run_finetune(Finetuner& ft, const std::vector<ChatExample>& data, int64_t steps, uint64_t seed,
                     const std::function<void(const FinetuneProgress&)>& progress) {
   DSEEK_CHECK(!data.empty(), "run_finetune without data");
+  const FinetuneOptions& o = ft.options();
+  const int64_t batch = std::max<int64_t>(1, o.batch);
   std::vector<size_t> order(data.size());
+  int64_t seen = 0;  // conversations taken so far: epochs are passes over the data in a fresh order
   for (int64_t s = 0; s < steps; ++s) {
-    const size_t k = static_cast<size_t>(s) % data.size();
-    if (k == 0) {  // a new epoch: a fresh order, a pure function of (seed, epoch)
-      std::iota(order.begin(), order.end(), 0);
-      std::mt19937_64 rng(seed * 1000003u + static_cast<uint64_t>(s) / data.size());
-      std::shuffle(order.begin(), order.end(), rng);
+    std::vector<const ChatExample*> items;
+    for (int64_t b = 0; b < batch; ++b, ++seen) {
+      const size_t k = static_cast<size_t>(seen) % data.size();
+      if (k == 0) {  // a new epoch: a fresh order, a pure function of (seed, epoch)
+        std::iota(order.begin(), order.end(), 0);
+        std::mt19937_64 rng(seed * 1000003u + static_cast<uint64_t>(seen) / data.size());
+        std::shuffle(order.begin(), order.end(), rng);
+      }
+      items.push_back(&data[order[k]]);
     }
-    const ChatExample& ex = data[order[k]];
-    Expected<double> loss = ft.step(ex);
-    if (!loss.ok()) return Status::errorf("conversation at line {}: {}", ex.line, loss.status().message());
-    if (progress) progress({s + 1, steps, loss.value(), ex.line});
+    for (const ChatExample* ex : items)
+      if (Status st = check_trainable(ft.weights().config(), ex->tokens); !st.ok())
+        return Status::errorf("conversation at line {}: {}", ex->line, st.message());
+    Expected<double> loss = ft.step(items, finetune_lr_scale(o, s, steps));
+    if (!loss.ok()) return Status::errorf("step {}: {}", s + 1, loss.status().message());
+    if (progress) progress({s + 1, steps, loss.value(), items.back()->line});
   }
   return {};
 }

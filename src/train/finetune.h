@@ -10,6 +10,8 @@
 // model.safetensors with every trained or merged tensor in float32 (bit-exact with what
 // `dseek run --lora` computes) and every other tensor byte for byte as stored, FP8 scales
 // included. Not here: multi-conversation batches, schedules, resume (see trainer.h).
+// V3.2 models train with sparse attention (the indexer's top-k, as inference); in full mode the
+// indexer learns from its KL loss L_I (indexer_backward.h), with LoRA it stays frozen.
 #pragma once
 
 #include <cstdint>
@@ -32,7 +34,10 @@ struct FinetuneOptions {
   int64_t lora_rank = 0;        // 0: full fine-tuning
   double lora_alpha = 0;        // 0: 2 x rank
   uint32_t lora_targets = kLoraAll;
-  double lr = 0;                // 0: 1e-3 for LoRA, 1e-4 for full
+  double lr = 0;                // 0: 1e-3 for LoRA, 1e-4 for full (the peak of the schedule)
+  int64_t batch = 1;            // conversations per optimizer step (gradients averaged)
+  int64_t warmup = 0;           // linear warm-up steps
+  bool cosine = true;           // after warm-up, cosine decay to lr / 10 at the last step; else constant
   double clip = 1.0;            // global gradient norm; <= 0 off
   double weight_decay = 0.0;    // AdamW's decoupled decay (matrices only)
   uint64_t seed = 0;            // adapter initialization and data order
@@ -53,6 +58,9 @@ class Finetuner {
   Expected<double> loss(const ChatExample& ex);
   // One AdamW step on one conversation; returns its masked loss before the update.
   Expected<double> step(const ChatExample& ex);
+  // One AdamW step on the mean gradient of a batch of conversations, at lr * lr_scale; returns
+  // their mean masked loss before the update.
+  Expected<double> step(std::span<const ChatExample* const> batch, double lr_scale = 1.0);
 
   // adapter_dir for LoRA without merge; else a full checkpoint (see the file comment).
   Status save(const std::string& out_dir, bool merge) const;
@@ -63,6 +71,7 @@ class Finetuner {
   const model::Weights& weights() const { return *weights_; }
   int64_t trainable_parameters() const;
   int64_t steps_done() const { return step_; }
+  const FinetuneOptions& options() const { return options_; }
 
  private:
   Finetuner() = default;
@@ -86,7 +95,12 @@ struct FinetuneProgress {
   int64_t line = 0;  // the conversation's JSONL line
 };
 
-// Runs `steps` steps over `data` (shuffled by seed per epoch, conversations in turn).
+// The learning-rate multiplier of optimizer step `step` (0-based) of `steps`: linear warm-up
+// over o.warmup steps, then cosine decay to 0.1 at the last step (or constant without o.cosine).
+double finetune_lr_scale(const FinetuneOptions& o, int64_t step, int64_t steps);
+
+// Runs `steps` optimizer steps of options().batch conversations each over `data` (shuffled by
+// seed per epoch, conversations in turn) under finetune_lr_scale's schedule.
 Status run_finetune(Finetuner& ft, const std::vector<ChatExample>& data, int64_t steps, uint64_t seed,
                     const std::function<void(const FinetuneProgress&)>& progress);
 
