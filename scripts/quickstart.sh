@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: sets up and builds dseek (scripts/setup.sh), then starts an
-# interactive chat with the default model (made by setup with dseek init: DeepSeek-V3's
-# architecture and tokenizer, small and with random weights until a trained demo model ships,
-# so its answers are noise). Extra arguments go to dseek chat, e.g. -m MODEL_DIR.
+# interactive chat with the default model, the demo model in models/demo (a small
+# DeepSeek-V3-architecture model dseek trained on English and French novels: it continues
+# the text you type, docs/demo-model.md). Extra arguments go to dseek chat, e.g. -m MODEL_DIR.
 # `scripts/quickstart.sh serve [ARGS]` starts the OpenAI-compatible server (dseek serve) instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -61,11 +61,4 @@ fi
 if [ "${1:-}" != "--no-build" ]; then
   cmake -S "$ROOT" -B "$ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build "$ROOT/build" -j"$(nproc)"
-  # The default model of dseek run/chat until a trained demo model ships: a small
-  # DeepSeek-V3-shaped checkpoint with the DeepSeek-V3 tokenizer, made by dseek init.
-  if [ ! -f "$ROOT/.deps/default-model/config.json" ]; then
-    rm -rf "$ROOT/.deps/default-model"
-    "$ROOT/build/dseek" init "$ROOT/configs/default-tiny.json" "$ROOT/.deps/default-model" --seed 1 \
-      --tokenizer "$ROOT/.deps/tokenizer-deepseek-v3/package/models"
-  fi
 fi

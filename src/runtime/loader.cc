@@ -4,6 +4,9 @@
 
 #include <atomic>
 #include <cstdio>
+#include <string>
+
+#include <fmt/format.h>
 
 #include "base/float_types.h"
 #include "base/timer.h"
@@ -83,8 +86,11 @@ Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const
   }
   if (options.progress) {
     const auto info = model::compute_model_info(model->weights());
-    std::fprintf(stderr, "dseek: loaded %s (%s, %.2fB parameters, %s) in %.2f s\n", dir.c_str(),
-                 info.architecture.c_str(), info.params_total / 1e9, gigabytes(total).c_str(), clock.seconds());
+    // Billions for real checkpoints, millions for small ones (the demo model has 5.9M).
+    const double params = static_cast<double>(info.params_total);
+    const std::string count = params >= 1e9 ? fmt::format("{:.2f}B", params / 1e9) : fmt::format("{:.1f}M", params / 1e6);
+    std::fprintf(stderr, "dseek: loaded %s (%s, %s parameters, %s) in %.2f s\n", dir.c_str(),
+                 info.architecture.c_str(), count.c_str(), gigabytes(total).c_str(), clock.seconds());
   }
   return model;
 }

@@ -56,10 +56,10 @@ TEST(Run, SameSeedSameTextAndSummaryLine) {
   EXPECT_NE(a.err.find("generated: 16 tokens"), std::string::npos) << a.err;
 }
 
-// Without -m, run uses $DSEEK_MODEL, else the default model scripts/setup.sh makes.
+// Without -m, run uses $DSEEK_MODEL, else the demo model shipped in models/demo.
 TEST(Run, UsesTheDefaultModelWithoutM) {
-  const std::string default_model = std::string(DSEEK_SOURCE_DIR) + "/.deps/default-model";
-  ASSERT_TRUE(fs::exists(default_model + "/config.json")) << "scripts/setup.sh makes it";
+  const std::string default_model = std::string(DSEEK_SOURCE_DIR) + "/models/demo";
+  ASSERT_TRUE(fs::exists(default_model + "/config.json")) << "the repository ships it";
   auto r = run_dseek("run -p 'Hello' -n 4 --seed 1");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("loaded " + default_model), std::string::npos) << r.err;
