@@ -9,6 +9,7 @@
 #include "model/mla.h"
 #include "model/rope.h"
 #include "model/tensor_table.h"
+#include "ops/ops.h"
 
 namespace dseek::train {
 
@@ -41,28 +42,24 @@ void rope_half_backward(float* d, const float* cos, const float* sin, int64_t ha
   }
 }
 
-// y = (x - mean) / sqrt(var + eps) * w + b over one row of C (ops::layer_norm's formula).
-void layer_norm_row(const float* x, const float* w, const float* b, int64_t C, float* y) {
+// The row statistics the LayerNorm backward needs: mean and 1 / sqrt(var + eps), biased
+// variance as ops::layer_norm (the forward) computes them.
+void row_mean_inv_std(const float* x, int64_t C, float* mean_out, float* inv_out) {
   float mean = 0.0f;
   for (int64_t i = 0; i < C; ++i) mean += x[i];
   mean /= static_cast<float>(C);
   float var = 0.0f;
   for (int64_t i = 0; i < C; ++i) var += (x[i] - mean) * (x[i] - mean);
   var /= static_cast<float>(C);
-  const float inv = 1.0f / std::sqrt(var + kLayerNormEps);
-  for (int64_t i = 0; i < C; ++i) y[i] = (x[i] - mean) * inv * w[i] + b[i];
+  *mean_out = mean;
+  *inv_out = 1.0f / std::sqrt(var + kLayerNormEps);
 }
 
 // dx [C] = d loss / d x (overwritten); dw, db [C] += (null: skipped).
 void layer_norm_row_backward(const float* x, const float* w, const float* dy, int64_t C, float* dx, float* dw,
                              float* db) {
-  float mean = 0.0f;
-  for (int64_t i = 0; i < C; ++i) mean += x[i];
-  mean /= static_cast<float>(C);
-  float var = 0.0f;
-  for (int64_t i = 0; i < C; ++i) var += (x[i] - mean) * (x[i] - mean);
-  var /= static_cast<float>(C);
-  const float inv = 1.0f / std::sqrt(var + kLayerNormEps);
+  float mean = 0.0f, inv = 0.0f;
+  row_mean_inv_std(x, C, &mean, &inv);
   // With xh = (x - mean) inv and g = dy w: dx = inv (g - mean(g) - xh mean(g xh)).
   float mean_g = 0.0f, mean_gx = 0.0f;
   for (int64_t i = 0; i < C; ++i) {
@@ -104,7 +101,7 @@ void indexer_train_forward(const model::ModelConfig& c, const model::IndexerWeig
   linear_forward(x, T, w.wk, a.k_proj.data());
   for (int64_t t = 0; t < T; ++t) {
     float* kt = a.k.data() + t * d;
-    layer_norm_row(a.k_proj.data() + t * d, w.k_norm_weight.data(), w.k_norm_bias.data(), d, kt);
+    ops::layer_norm(a.k_proj.data() + t * d, w.k_norm_weight.data(), w.k_norm_bias.data(), 1, d, kLayerNormEps, kt);
     rope_half_forward(kt, rope.cos_at(t), rope.sin_at(t), half);  // rope dims first in the indexer head
   }
   a.q.resize(static_cast<size_t>(T * H * d));
