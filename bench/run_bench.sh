@@ -2,8 +2,9 @@
 # Runs `dseek bench` on one of the benchmark shapes in bench/configs, making its random-weight
 # checkpoint first if it is missing, and saves the report under bench/results/.
 #
-#   bench/run_bench.sh CONFIG [bf16|fp8|f32] [dseek bench options...]
+#   bench/run_bench.sh CONFIG [bf16|fp8|f32|q8|q4] [dseek bench options...]
 #   bench/run_bench.sh bench/configs/v2-lite-fp8.json fp8 -p 512 -n 128
+#   bench/run_bench.sh bench/configs/v2-lite.json q4 -p 512 -n 128
 #   bench/run_bench.sh bench/configs/v32-slice.json bf16 --ctx 16384 -p 1 -n 16
 #
 # The checkpoint goes to .deps/bench/<config name>[-<dtype>] (ignored by git), made with
@@ -13,6 +14,11 @@
 #   v2-lite-4l   2.26B params: 2.5 min (on a loaded machine), 4.5 GB BF16 (4 layers of V2-Lite dims)
 #   v3-slice     6.30B params: ~4 min, 12.6 GB BF16 (FP8: ~8.2 GB: embedding and head stay BF16)
 #   v32-slice    6.36B params: ~4 min, 12.7 GB BF16
+# q8/q4 (docs/quantization.md) are written directly by init, each random tensor quantized as
+# it is drawn (as `dseek quantize` would), so no BF16 or FP8 copy is needed as an intermediate;
+# an FP8 quantization_config in CONFIG is replaced. v2-lite q4 is about 9 GB (linears 0.5625
+# byte/weight with scales, q8 head, BF16 embedding); its init time is not measured yet
+# (quantizing costs more CPU than drawing FP8).
 # The machine needs the weights in RAM (page cache) for a meaningful decode figure.
 #
 # Environment: DSEEK (the binary, default build/dseek), BENCH_DIR (default .deps/bench).
@@ -21,7 +27,7 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [[ $# -lt 1 ]]; then
-  sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 config="$1"
@@ -31,7 +37,7 @@ if [[ $# -gt 0 && "$1" != -* ]]; then
   dtype="$1"
   shift
 fi
-case "$dtype" in bf16 | fp8 | f32) ;; *) echo "run_bench.sh: dtype must be bf16, fp8 or f32, not '$dtype'" >&2; exit 2 ;; esac
+case "$dtype" in bf16 | fp8 | f32 | q8 | q4) ;; *) echo "run_bench.sh: dtype must be bf16, fp8, f32, q8 or q4, not '$dtype'" >&2; exit 2 ;; esac
 [[ -f "$config" ]] || { echo "run_bench.sh: $config: no such config" >&2; exit 2; }
 
 dseek="${DSEEK:-$root/build/dseek}"

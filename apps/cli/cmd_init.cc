@@ -1,4 +1,4 @@
-// `dseek init CONFIG.json OUT_DIR [--dtype bf16|fp8|f32] [--seed N] [--tokenizer DIR]`:
+// `dseek init CONFIG.json OUT_DIR [--dtype bf16|fp8|f32|q8|q4] [--seed N] [--tokenizer DIR]`:
 // a checkpoint with random weights in the exact Hugging Face layout, initialized as DeepSeek
 // trains (normal, std = initializer_range), for tests, benchmarks and training from scratch.
 #include <cstdio>
@@ -28,8 +28,11 @@ Status run_init(const InitArgs& a) {
   Stopwatch clock;
   DSEEK_ASSIGN_OR_RETURN(std::string config_json, io::read_text_file(a.config));
   model::RandomCheckpointOptions o;
-  o.dtype = a.dtype == "fp8" ? model::StoredDType::kFP8 : a.dtype == "f32" ? model::StoredDType::kF32
-                                                                          : model::StoredDType::kBF16;
+  o.dtype = a.dtype == "fp8"   ? model::StoredDType::kFP8
+            : a.dtype == "f32" ? model::StoredDType::kF32
+            : a.dtype == "q8"  ? model::StoredDType::kQ8
+            : a.dtype == "q4"  ? model::StoredDType::kQ4
+                               : model::StoredDType::kBF16;
   o.seed = a.seed;
   o.init = a.test_init ? model::InitStyle::kTest : model::InitStyle::kTraining;
   o.max_shard_bytes = static_cast<uint64_t>(a.shard_gb * 1e9);
@@ -69,8 +72,10 @@ void register_init(CLI::App& app, Runner* run) {
   auto a = std::make_shared<InitArgs>();
   cmd->add_option("CONFIG", a->config, "config.json of the model to create")->required();
   cmd->add_option("OUT_DIR", a->out, "Output model directory (created; must be empty)")->required();
-  cmd->add_option("--dtype", a->dtype, "Weight format: bf16, fp8 (e4m3, 128x128 block scales) or f32")
-      ->check(CLI::IsMember({"bf16", "fp8", "f32"}));
+  cmd->add_option("--dtype", a->dtype,
+                  "Weight format: bf16, fp8 (e4m3, 128x128 block scales), f32, or q8/q4 (dseek int8/int4 linears, "
+                  "group 32, as `dseek quantize` writes them)")
+      ->check(CLI::IsMember({"bf16", "fp8", "f32", "q8", "q4"}));
   cmd->add_option("--seed", a->seed, "Random seed (same seed, same weights)");
   cmd->add_option("--tokenizer", a->tokenizer, "Directory (or tokenizer.json) whose tokenizer files are copied in");
   cmd->add_option("--shard-size", a->shard_gb, "Largest shard, in GB")->check(CLI::PositiveNumber);

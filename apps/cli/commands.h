@@ -37,5 +37,6 @@ void register_tokenizer_train(CLI::App& app, Runner* run);  // learn a BPE token
 void register_train(CLI::App& app, Runner* run);  // train a model (AdamW, HF checkpoints)
 void register_finetune(CLI::App& app, Runner* run);  // fine-tune on chats (full or LoRA)
 void register_perplexity(CLI::App& app, Runner* run);  // held-out loss and perplexity of a text file
+void register_quantize(CLI::App& app, Runner* run);  // int8/int4 group-quantized copy of a model
 
 }  // namespace dseek::cli

@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
   dseek::cli::register_train(app, &run);
   dseek::cli::register_finetune(app, &run);
   dseek::cli::register_perplexity(app, &run);
+  dseek::cli::register_quantize(app, &run);
 
   try {
     app.parse(argc, argv);

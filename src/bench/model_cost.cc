@@ -18,7 +18,11 @@ ActiveBytes active_weight_bytes_per_token(const model::ModelConfig& c, const io:
     if (spec.group != TensorGroup::kMain) continue;
     const io::TensorView* t = ckpt.find(spec.name);
     if (t == nullptr) continue;  // an optional tensor the checkpoint does not have
-    const io::TensorView* s = ckpt.find(spec.name + "_scale_inv");
+    // FP8 block scales or q8/q4 group scales (F16 [out, in / group_size]); q4 codes are half a
+    // byte per weight already in t->nbytes.
+    const io::TensorView* s = t->dtype == DType::kF8E4M3                              ? ckpt.find(spec.name + "_scale_inv")
+                              : (t->dtype == DType::kI8 || t->dtype == DType::kU8) ? ckpt.find(model::group_scale_name(spec.name))
+                                                                                   : nullptr;
     const uint64_t scale = s ? s->nbytes : 0;
     const uint64_t bytes = t->nbytes + scale;
     if (spec.kind == TensorKind::kEmbedding) {

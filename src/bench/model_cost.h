@@ -11,14 +11,15 @@
 namespace dseek::bench {
 
 // Weight bytes read to decode one token, as stored in the checkpoint (BF16 2 bytes, FP8 1
-// byte + its F32 `weight_scale_inv` blocks, ...). Main model only (MTP layers are not run).
+// byte + its F32 `weight_scale_inv` blocks, q8 1 byte and q4 half a byte + their F16
+// `weight_scale` groups, ...). Main model only (MTP layers are not run).
 //   non_expert:    every tensor of the table that every token uses, in full: attention (and
 //                  the V3.2 indexer), dense FFNs, routers, shared experts, norms, lm_head;
 //   routed:        num_experts_per_tok / n_routed_experts of all routed-expert tensors (a
 //                  token reads top-k experts per MoE layer, of equal size);
 //   embedding_row: one row of the embedding table (the looked-up token), plus the whole
 //                  table again when it is tied to the output head;
-//   scales:        the FP8 scale bytes, included in non_expert and routed (for information).
+//   scales:        the FP8 / q8 / q4 scale bytes, included in non_expert and routed (for information).
 struct ActiveBytes {
   uint64_t non_expert = 0;
   uint64_t routed = 0;

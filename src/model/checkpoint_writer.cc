@@ -10,6 +10,7 @@
 
 #include "base/float_types.h"
 #include "io/safetensors_writer.h"
+#include "model/quantize.h"
 #include "model/tensor_table.h"
 
 namespace dseek::model {
@@ -55,7 +56,12 @@ struct Planned {
   DType dtype;
   int64_t numel;
   std::vector<int64_t> scale_shape;  // FP8 only
+  std::optional<IntWeightType> int_type = std::nullopt;  // q8 / q4 only
+  int64_t group_size = 32;
   uint64_t bytes() const {
+    if (int_type)
+      return int_codes_bytes(*int_type, spec->shape[0], spec->shape[1]) +
+             int_scales_bytes(spec->shape[0], spec->shape[1], group_size);
     uint64_t b = static_cast<uint64_t>(numel) * dtype_size(dtype);
     if (!scale_shape.empty()) b += static_cast<uint64_t>(scale_shape[0] * scale_shape[1]) * 4;
     return b;
@@ -121,7 +127,18 @@ void add_floats(io::SafetensorsWriter& w, const std::string& name, const std::ve
 
 Status write_random_checkpoint(const std::string& config_json, const std::string& out_dir,
                                const RandomCheckpointOptions& options) {
-  DSEEK_ASSIGN_OR_RETURN(ModelConfig c, parse_model_config(config_json, out_dir + "/config.json"));
+  const bool int_quant = options.dtype == StoredDType::kQ8 || options.dtype == StoredDType::kQ4;
+  std::string config_text = config_json;
+  if (int_quant) {
+    IntQuantization q;
+    q.weight_type = options.dtype == StoredDType::kQ8 ? IntWeightType::kQ8 : IntWeightType::kQ4;
+    DSEEK_ASSIGN_OR_RETURN(ModelConfig plain, parse_model_config(config_json, out_dir + "/config.json"));
+    std::vector<std::string> kept;
+    for (const TensorSpec& spec : build_tensor_table(plain))
+      if (spec.quantizable && !stored_int_type(spec, q)) kept.push_back(spec.name);
+    DSEEK_ASSIGN_OR_RETURN(config_text, with_int_quantization_config(config_json, out_dir + "/config.json", q, kept));
+  }
+  DSEEK_ASSIGN_OR_RETURN(ModelConfig c, parse_model_config(config_text, out_dir + "/config.json"));
   if (options.dtype == StoredDType::kFP8 && !c.quantization.enabled)
     return Status::errorf("{}/config.json: FP8 weights need a quantization_config (quant_method fp8)", out_dir);
   std::error_code ec;
@@ -129,7 +146,7 @@ Status write_random_checkpoint(const std::string& config_json, const std::string
   if (ec) return Status::errorf("{}: cannot create directory: {}", out_dir, ec.message());
   {
     std::ofstream f(fs::path(out_dir) / "config.json");
-    f << config_json;
+    f << config_text;
     if (!f) return Status::errorf("{}/config.json: write failed", out_dir);
   }
 
@@ -147,6 +164,9 @@ Status write_random_checkpoint(const std::string& config_json, const std::string
       p.dtype = DType::kF8E4M3;
       p.scale_shape = {(spec.shape[0] + c.quantization.block_rows - 1) / c.quantization.block_rows,
                        (spec.shape[1] + c.quantization.block_cols - 1) / c.quantization.block_cols};
+    } else if (int_quant && stored_int_type(spec, c.int_quantization)) {
+      p.int_type = stored_int_type(spec, c.int_quantization);
+      p.group_size = c.int_quantization.group_size;
     } else if (spec.kind == TensorKind::kBias || spec.name.find("indexer.k_norm") != std::string::npos) {
       p.dtype = DType::kF32;  // as DeepSeek stores the router bias and the indexer LayerNorm
     }
@@ -175,6 +195,17 @@ Status write_random_checkpoint(const std::string& config_json, const std::string
         writer.add(p.spec->name, DType::kF8E4M3, p.spec->shape, q.data(), q.size());
         writer.add_f32(p.spec->name + "_scale_inv", p.scale_shape, scales);
         weight_map[p.spec->name + "_scale_inv"] = file;
+      } else if (p.int_type) {
+        const int64_t out = p.spec->shape[0], in = p.spec->shape[1];
+        std::vector<uint8_t> codes(int_codes_bytes(*p.int_type, out, in));
+        std::vector<uint16_t> scales(int_scales_bytes(out, in, p.group_size) / 2);
+        DSEEK_RETURN_IF_ERROR(quantize_rows(*p.int_type, p.group_size, v.data(), out, in, codes.data(), scales.data())
+                                  .with_context(p.spec->name));
+        const bool q8 = *p.int_type == IntWeightType::kQ8;
+        writer.add(p.spec->name, q8 ? DType::kI8 : DType::kU8, {out, q8 ? in : in / 2}, codes.data(), codes.size());
+        writer.add(group_scale_name(p.spec->name), DType::kF16, {out, in / p.group_size}, scales.data(),
+                   scales.size() * 2);
+        weight_map[group_scale_name(p.spec->name)] = file;
       } else {
         add_floats(writer, p.spec->name, p.spec->shape, p.dtype, v);
       }

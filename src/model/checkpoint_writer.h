@@ -14,7 +14,9 @@
 
 namespace dseek::model {
 
-enum class StoredDType { kBF16, kF32, kFP8 };
+// kQ8 / kQ4: dseek group-quantized linears (model/quantize.h, group 32, output heads q8), the
+// rest BF16; config.json gets the matching quantization_config (replacing an FP8 one).
+enum class StoredDType { kBF16, kF32, kFP8, kQ8, kQ4 };
 
 enum class InitStyle {
   // As DeepSeek trains from scratch: every weight ~ N(0, initializer_range), norm weights 1,

@@ -156,6 +156,45 @@ Status parse_rope_scaling(const Json& j, const std::string& source, ModelConfig*
   return {};
 }
 
+// Largest group accepted: far beyond any useful one, it keeps scale-shape arithmetic obvious.
+constexpr int64_t kMaxGroupSize = 1 << 16;
+
+Status parse_int_weight_type(const Json& q, const std::string& source, const std::string& key,
+                             std::optional<IntWeightType> fallback, IntWeightType* out) {
+  Reader r(q, source + ": quantization_config");
+  std::string name;
+  DSEEK_RETURN_IF_ERROR(r.get_string(key, &name, fallback ? std::optional<std::string>(int_weight_type_name(*fallback))
+                                                          : std::nullopt));
+  if (name == "q8") *out = IntWeightType::kQ8;
+  else if (name == "q4") *out = IntWeightType::kQ4;
+  else
+    return Status::errorf("{}: 'quantization_config.{}' = '{}' is not supported (expected 'q8' or 'q4')", source, key,
+                          io::printable(name, 80));
+  return {};
+}
+
+Status parse_int_quantization(const Json& q, const std::string& source, ModelConfig* c) {
+  Reader r(q, source + ": quantization_config");
+  IntQuantization& iq = c->int_quantization;
+  DSEEK_RETURN_IF_ERROR(parse_int_weight_type(q, source, "weight_type", std::nullopt, &iq.weight_type));
+  DSEEK_RETURN_IF_ERROR(parse_int_weight_type(q, source, "lm_head_type", IntWeightType::kQ8, &iq.lm_head_type));
+  DSEEK_RETURN_IF_ERROR(r.get_int("group_size", &iq.group_size, 32, 1));
+  if (iq.group_size % 2 != 0 || iq.group_size > kMaxGroupSize)
+    return Status::errorf("{}: 'quantization_config.group_size' must be an even number in [2, {}], got {}", source,
+                          kMaxGroupSize, iq.group_size);
+  if (q.contains("modules_to_not_convert")) {  // informational: what the quantizer kept in float
+    const Json& m = q.at("modules_to_not_convert");
+    bool ok = m.is_array() || m.is_null();
+    if (m.is_array())
+      for (const Json& x : m) ok = ok && x.is_string();
+    if (!ok)
+      return Status::errorf("{}: 'quantization_config.modules_to_not_convert' must be a list of names, got {}", source,
+                            io::brief(m));
+  }
+  iq.enabled = true;
+  return {};
+}
+
 Status parse_quantization(const Json& j, const std::string& source, ModelConfig* c) {
   if (!j.contains("quantization_config") || j.at("quantization_config").is_null()) return {};
   const Json& q = j.at("quantization_config");
@@ -163,9 +202,10 @@ Status parse_quantization(const Json& j, const std::string& source, ModelConfig*
   Reader r(q, source + ": quantization_config");
   std::string method, fmt_name, scale_fmt, activation;
   DSEEK_RETURN_IF_ERROR(r.get_string("quant_method", &method));
+  if (method == "dseek") return parse_int_quantization(q, source, c);
   if (method != "fp8")
-    return Status::errorf("{}: 'quantization_config.quant_method' = '{}' is not supported (expected 'fp8')", source,
-                          io::printable(method, 80));
+    return Status::errorf("{}: 'quantization_config.quant_method' = '{}' is not supported (expected 'fp8' or 'dseek')",
+                          source, io::printable(method, 80));
   DSEEK_RETURN_IF_ERROR(r.get_string("fmt", &fmt_name, std::string("e4m3")));
   if (fmt_name != "e4m3")
     return Status::errorf("{}: 'quantization_config.fmt' = '{}' is not supported (expected 'e4m3')", source,
@@ -255,6 +295,8 @@ double ModelConfig::softmax_scale() const {
   }
   return scale;
 }
+
+const char* int_weight_type_name(IntWeightType t) { return t == IntWeightType::kQ8 ? "q8" : "q4"; }
 
 const char* arch_name(Arch arch) {
   switch (arch) {

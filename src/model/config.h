@@ -33,6 +33,21 @@ struct Fp8Quantization {
   bool ue8m0_scales = false;                   // scale_fmt == "ue8m0" (V3.1 / V3.2)
 };
 
+// Group-quantized integer weights written by `dseek quantize` (docs/quantization.md):
+// quantization_config {"quant_method": "dseek", "weight_type": "q8"|"q4", "group_size": 32, ...}.
+// The dtype stored in the file decides per tensor (I8 = q8, U8 = q4, float = kept), so e.g.
+// lm_head may be q8 in a q4 model; weight_type is what most linears use.
+enum class IntWeightType { kQ8, kQ4 };
+
+struct IntQuantization {
+  bool enabled = false;  // quantization_config.quant_method == "dseek"
+  IntWeightType weight_type = IntWeightType::kQ4;
+  IntWeightType lm_head_type = IntWeightType::kQ8;  // the output heads (lm_head, MTP shared_head.head)
+  int64_t group_size = 32;  // consecutive inputs of a row sharing one F16 scale; positive, even
+};
+
+const char* int_weight_type_name(IntWeightType t);  // "q8", "q4"
+
 struct ModelConfig {
   Arch arch = Arch::kDeepseekV3;
   std::string architecture;  // "DeepseekV3ForCausalLM"
@@ -78,6 +93,7 @@ struct ModelConfig {
   int64_t index_topk = 0;
 
   Fp8Quantization quantization;
+  IntQuantization int_quantization;  // exclusive with `quantization` (one quantization_config)
   double initializer_range = 0.02;  // std of the normal init when training from scratch
 
   // Derived.

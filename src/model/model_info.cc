@@ -28,6 +28,19 @@ ModelInfo compute_model_info(const Weights& w) {
     else info.params_active += n;
     if (c.tie_word_embeddings && spec.kind == TensorKind::kEmbedding) info.params_active += n;  // also the lm_head
   }
+  for (const TensorSpec& spec : build_tensor_table(c)) {
+    const io::TensorView* t = spec.kind == TensorKind::kLinear ? w.checkpoint().find(spec.name) : nullptr;
+    if (t == nullptr) continue;
+    const DType d = t->dtype;
+    info.linears_by_type[d == DType::kI8 ? "q8" : d == DType::kU8 ? "q4" : std::string(dtype_name(d))]++;
+  }
+  if (c.int_quantization.enabled)
+    info.quantization = fmt::format("dseek {}, group {}, heads {}", int_weight_type_name(c.int_quantization.weight_type),
+                                    c.int_quantization.group_size,
+                                    int_weight_type_name(c.int_quantization.lm_head_type));
+  else if (c.quantization.enabled)
+    info.quantization = fmt::format("fp8 e4m3, {}x{} blocks{}", c.quantization.block_rows, c.quantization.block_cols,
+                                    c.quantization.ue8m0_scales ? ", ue8m0 scales" : "");
   for (const auto& [name, t] : w.checkpoint().tensors()) {
     info.bytes_by_dtype[std::string(dtype_name(t->dtype))] += t->nbytes;
     info.bytes_total += t->nbytes;
@@ -64,6 +77,11 @@ std::string format_model_info(const ModelInfo& m, const std::string& dir) {
   s += fmt::format("weights:          {} in all\n", human(static_cast<double>(m.bytes_total), "B"));
   for (const auto& [dtype, bytes] : m.bytes_by_dtype)
     s += fmt::format("  {:<8}        {} ({} bytes)\n", dtype, human(static_cast<double>(bytes), "B"), bytes);
+  if (!m.quantization.empty()) {
+    std::string types;
+    for (const auto& [type, n] : m.linears_by_type) types += fmt::format("{}{} {}", types.empty() ? "" : ", ", n, type);
+    s += fmt::format("quantization:     {} (linears: {})\n", m.quantization, types);
+  }
   s += fmt::format("KV cache / token: {} latent values per layer; {} bytes at BF16, {} bytes at F32", m.kv_values_per_layer,
                    m.kv_bytes_per_token_bf16, m.kv_bytes_per_token_f32);
   if (m.indexer_bytes_per_token) s += fmt::format(", + {} bytes of indexer keys", m.indexer_bytes_per_token);
@@ -82,6 +100,8 @@ std::string model_info_json(const ModelInfo& m) {
                       {"params_active", m.params_active},
                       {"params_mtp", m.params_mtp},
                       {"bytes_by_dtype", m.bytes_by_dtype},
+                      {"quantization", m.quantization},
+                      {"linears_by_type", m.linears_by_type},
                       {"bytes_total", m.bytes_total},
                       {"kv_values_per_layer", m.kv_values_per_layer},
                       {"kv_bytes_per_token_bf16", m.kv_bytes_per_token_bf16},

@@ -19,6 +19,11 @@ struct ModelInfo {
   int64_t params_active = 0;
   int64_t params_mtp = 0;  // the MTP layer(s) present in the checkpoint
   std::map<std::string, uint64_t> bytes_by_dtype;  // every tensor bound, FP8 scales included
+  // quantization_config in words ("fp8 e4m3, 128x128 blocks", "dseek q4, group 32, heads q8"),
+  // empty when there is none, and the table's linears by how they are stored ("q4", "q8",
+  // "F8_E4M3", "BF16"...): what `dseek quantize` actually did.
+  std::string quantization;
+  std::map<std::string, int64_t> linears_by_type;
   uint64_t bytes_total = 0;
   // KV cache per token: latent values per layer, and bytes over all layers.
   int64_t kv_values_per_layer = 0;

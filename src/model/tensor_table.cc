@@ -8,6 +8,10 @@ std::string layer_prefix(int64_t layer) { return fmt::format("model.layers.{}.",
 
 namespace {
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 class TableBuilder {
  public:
   explicit TableBuilder(std::vector<TensorSpec>* out) : out_(out) {}
@@ -17,7 +21,10 @@ class TableBuilder {
   }
   void add(std::string name, std::vector<int64_t> shape, TensorKind kind, Usage usage = Usage::kAlways,
            bool optional = false) {
-    out_->push_back({std::move(name), std::move(shape), kind, group_, usage, optional});
+    const bool quantizable = kind == TensorKind::kLinear && !ends_with(name, ".mlp.gate.weight") &&
+                             !ends_with(name, ".indexer.weights_proj.weight");
+    const bool head = name == "lm_head.weight" || ends_with(name, ".shared_head.head.weight");
+    out_->push_back({std::move(name), std::move(shape), kind, group_, usage, optional, quantizable, head});
   }
 
  private:
@@ -121,5 +128,7 @@ bool dtype_allowed(TensorKind kind, DType dtype) {
 const char* allowed_dtypes(TensorKind kind) {
   return kind == TensorKind::kLinear ? "BF16, F16, F32 or F8_E4M3" : "BF16, F16 or F32";
 }
+
+std::string group_scale_name(const std::string& weight_name) { return weight_name + "_scale"; }
 
 }  // namespace dseek::model

@@ -13,7 +13,7 @@
 namespace dseek::model {
 
 enum class TensorKind {
-  kLinear,     // [out, in] projection; may be FP8 e4m3 with a `weight_scale_inv` companion
+  kLinear,     // [out, in] projection; may be FP8 e4m3 + `weight_scale_inv`, or q8/q4 + `weight_scale`
   kEmbedding,  // [vocab, hidden] lookup table; BF16/F16/F32
   kNorm,       // RMSNorm / LayerNorm weight or bias vector; BF16/F16/F32
   kBias,       // router correction bias, float (F32 in DeepSeek's checkpoints)
@@ -33,6 +33,11 @@ struct TensorSpec {
   TensorGroup group = TensorGroup::kMain;
   Usage usage = Usage::kAlways;
   bool optional = false;  // may be absent even when its group is present
+  // May be stored as dseek q8/q4 (I8 or U8 + F16 `weight_scale`, see ops/linear.h): every 2-D
+  // linear except the MoE router (`mlp.gate`) and the V3.2 indexer's `weights_proj`, which are
+  // small and steer discrete choices (expert and key selection), so they stay in float.
+  bool quantizable = false;
+  bool output_head = false;  // lm_head or an MTP shared_head.head: quantized as lm_head_type
 };
 
 std::vector<TensorSpec> build_tensor_table(const ModelConfig& c);
@@ -42,5 +47,8 @@ std::string layer_prefix(int64_t layer);
 
 bool dtype_allowed(TensorKind kind, DType dtype);
 const char* allowed_dtypes(TensorKind kind);
+
+// Name of a q8/q4 weight's scale companion: "X.weight" -> "X.weight_scale".
+std::string group_scale_name(const std::string& weight_name);
 
 }  // namespace dseek::model

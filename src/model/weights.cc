@@ -51,12 +51,17 @@ class Binder {
                               shape_str(spec.shape));
       }
       claimed.insert(spec.name);
-      if (!dtype_allowed(spec.kind, t->dtype))
-        return Status::errorf("{}: tensor '{}' has dtype {}, expected {}", where(*t), spec.name,
-                              dtype_name(t->dtype), allowed_dtypes(spec.kind));
-      if (t->shape != spec.shape)
-        return Status::errorf("{}: tensor '{}' has shape {}, expected {} from config.json", where(*t), spec.name,
-                              shape_str(t->shape), shape_str(spec.shape));
+      const bool int_quantized = t->dtype == DType::kI8 || t->dtype == DType::kU8;
+      if (int_quantized) {
+        DSEEK_RETURN_IF_ERROR(check_int_quantized(spec, *t));
+      } else {
+        if (!dtype_allowed(spec.kind, t->dtype))
+          return Status::errorf("{}: tensor '{}' has dtype {}, expected {}", where(*t), spec.name,
+                                dtype_name(t->dtype), allowed_dtypes(spec.kind));
+        if (t->shape != spec.shape)
+          return Status::errorf("{}: tensor '{}' has shape {}, expected {} from config.json", where(*t), spec.name,
+                                shape_str(t->shape), shape_str(spec.shape));
+      }
       Bound b;
       b.view = t;
       if (spec.kind == TensorKind::kLinear || spec.kind == TensorKind::kEmbedding) {
@@ -67,6 +72,10 @@ class Binder {
         if (t->dtype == DType::kF8E4M3) {
           DSEEK_RETURN_IF_ERROR(bind_scale(spec, b.linear));
           claimed.insert(spec.name + "_scale_inv");
+        }
+        if (int_quantized) {
+          DSEEK_RETURN_IF_ERROR(bind_group_scales(spec, b.linear));
+          claimed.insert(group_scale_name(spec.name));
         }
       }
       bound_[spec.name] = b;
@@ -84,6 +93,13 @@ class Binder {
 
   bool mtp_present() const { return mtp_present_; }
 
+  std::map<std::string, LinearWeight> all_linears() const {
+    std::map<std::string, LinearWeight> out;
+    for (const auto& [name, b] : bound_)
+      if (!b.linear.empty()) out[name] = b.linear;
+    return out;
+  }
+
   LinearWeight linear(const std::string& name) const {
     auto it = bound_.find(name);
     return it == bound_.end() ? LinearWeight{} : it->second.linear;
@@ -94,6 +110,46 @@ class Binder {
   }
 
  private:
+  // A dseek q8 (I8 [out, in]) or q4 (U8 [out, in / 2]) tensor where the table and config allow one.
+  Status check_int_quantized(const TensorSpec& spec, const io::TensorView& t) const {
+    const char* type = t.dtype == DType::kI8 ? "q8" : "q4";
+    if (!spec.quantizable)
+      return Status::errorf("{}: tensor '{}' has dtype {}, expected {} (it is never quantized to q8/q4)", where(t),
+                            spec.name, dtype_name(t.dtype), allowed_dtypes(spec.kind));
+    if (!c_.int_quantization.enabled)
+      return Status::errorf(
+          "{}: tensor '{}' has dtype {} ({}) but config.json has no quantization_config with quant_method 'dseek'",
+          where(t), spec.name, dtype_name(t.dtype), type);
+    const int64_t out = spec.shape[0], in = spec.shape[1], g = c_.int_quantization.group_size;
+    if (in % g != 0)
+      return Status::errorf("{}: tensor '{}' is {} but its {} inputs are not a multiple of group_size {}", where(t),
+                            spec.name, type, in, g);
+    const std::vector<int64_t> expect = {out, t.dtype == DType::kI8 ? in : in / 2};
+    if (t.shape != expect)
+      return Status::errorf("{}: tensor '{}' has shape {}, expected {} ({} of {} from config.json)", where(t),
+                            spec.name, shape_str(t.shape), shape_str(expect), type, shape_str(spec.shape));
+    return {};
+  }
+
+  Status bind_group_scales(const TensorSpec& spec, LinearWeight& w) {
+    const std::string scale_name = group_scale_name(spec.name);
+    const char* type = w.dtype == DType::kI8 ? "q8" : "q4";
+    const io::TensorView* s = ckpt_.find(scale_name);
+    if (!s)
+      return Status::errorf("{}: tensor '{}' is {} ({}) but '{}' is missing", ckpt_.listing(), spec.name,
+                            dtype_name(w.dtype), type, scale_name);
+    if (s->dtype != DType::kF16)
+      return Status::errorf("{}: tensor '{}' has dtype {}, expected F16", where(*s), scale_name, dtype_name(s->dtype));
+    const int64_t g = c_.int_quantization.group_size;
+    const std::vector<int64_t> expect = {w.out, w.in / g};
+    if (s->shape != expect)
+      return Status::errorf("{}: tensor '{}' has shape {}, expected {} (one scale per {} inputs of {})", where(*s),
+                            scale_name, shape_str(s->shape), shape_str(expect), g, shape_str(spec.shape));
+    w.group_scales = s->data;
+    w.group_size = g;
+    return {};
+  }
+
   Status bind_scale(const TensorSpec& spec, LinearWeight& w) {
     const std::string scale_name = spec.name + "_scale_inv";
     const io::TensorView* s = ckpt_.find(scale_name);
@@ -174,6 +230,7 @@ Expected<std::unique_ptr<Weights>> Weights::bind(const ModelConfig& config, std:
   w->ckpt_ = std::move(ckpt);
   Binder b(config, *w->ckpt_, &w->owned_scales_);
   DSEEK_RETURN_IF_ERROR(b.bind_all(build_tensor_table(config)));
+  w->linears_ = b.all_linears();
 
   w->embed_tokens = b.linear("model.embed_tokens.weight");
   for (int64_t l = 0; l < config.num_hidden_layers; ++l) w->layers.push_back(bind_layer(b, config, l));
@@ -198,6 +255,11 @@ Expected<std::unique_ptr<Weights>> Weights::bind(const ModelConfig& config, std:
              config.num_nextn_predict_layers);
   }
   return w;
+}
+
+const LinearWeight* Weights::find_linear(const std::string& name) const {
+  auto it = linears_.find(name);
+  return it == linears_.end() ? nullptr : &it->second;
 }
 
 Expected<std::unique_ptr<Weights>> load_weights(const std::string& model_dir) {

@@ -1,6 +1,6 @@
 // Weights: the tensor table bound to a mapped checkpoint. Large matrices stay views into the
-// mapped shards (no copy, any dtype); only small vectors (norm weights, router bias) and FP8
-// block scales are decoded into aligned float32 arrays. Every mismatch between table and
+// mapped shards (no copy, any dtype, q8/q4 group scales too); only small vectors (norm weights,
+// router bias) and FP8 block scales are decoded into aligned float32 arrays. Every mismatch between table and
 // checkpoint is reported with the file, the tensor, what was found and what was expected.
 #pragma once
 
@@ -82,10 +82,15 @@ class Weights {
   LinearWeight lm_head;       // [vocab_size, hidden_size] (the embedding when tied)
   std::vector<MtpWeights> mtp;  // empty when the checkpoint has no MTP layer
 
+  // Any bound linear or embedding of the table by its HF name ("lm_head.weight"), decodable
+  // with ops::decode_rows whatever its stored dtype; nullptr when absent.
+  const LinearWeight* find_linear(const std::string& name) const;
+
  private:
   ModelConfig config_;
   std::unique_ptr<io::Checkpoint> ckpt_;
   std::deque<std::vector<float>> owned_scales_;  // FP8 block scales, aligned float copies
+  std::map<std::string, LinearWeight> linears_;  // find_linear
 };
 
 // Loads config.json and the checkpoint of a model directory and binds them.

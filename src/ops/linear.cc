@@ -46,6 +46,30 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst) {
       }
       break;
     }
+    case DType::kI8:
+    case DType::kU8: {
+      // q8 / q4 (linear.h): one F16 scale per group of group_size inputs of a row.
+      DSEEK_CHECK(w.group_scales != nullptr && w.group_size > 0 && in % w.group_size == 0 &&
+                      (w.dtype == DType::kI8 || w.group_size % 2 == 0),
+                  "q8/q4 weight without scales or with group size {} not dividing in = {}", w.group_size, in);
+      const int64_t groups = in / w.group_size;
+      const int64_t row_bytes = w.dtype == DType::kI8 ? in : in / 2;
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t row = r0 + r;
+        const uint8_t* src = w.data + row * row_bytes;
+        const uint8_t* scales = w.group_scales + row * groups * 2;
+        float* d = dst + r * in;
+        for (int64_t g = 0; g < groups; ++g) {
+          const float s = f16_to_f32(load_u16(scales + 2 * g));
+          for (int64_t i = g * w.group_size; i < (g + 1) * w.group_size; ++i) {
+            const int q = w.dtype == DType::kI8 ? static_cast<int8_t>(src[i])
+                                                : ((src[i / 2] >> (4 * (i % 2))) & 0xf) - 8;
+            d[i] = static_cast<float>(q) * s;
+          }
+        }
+      }
+      break;
+    }
     default:
       DSEEK_CHECK(false, "linear weight dtype {} has no decoder", dtype_name(w.dtype));
   }

@@ -55,6 +55,10 @@ Expected<std::unique_ptr<Finetuner>> Finetuner::create(const std::string& model_
   if (ft->options_.lr <= 0) ft->options_.lr = o.lora_rank > 0 ? 1e-3 : 1e-4;
   DSEEK_ASSIGN_OR_RETURN(ft->base_, model::load_weights(model_dir));
   const model::ModelConfig& c = ft->base_->config();
+  if (c.int_quantization.enabled && o.lora_rank == 0)
+    return Status::errorf("{}: full fine-tuning needs float or FP8 weights, not group-quantized (q8/q4) ones; "
+                          "use --lora R on this model, or fine-tune the original checkpoint",
+                          model_dir);
   if (o.lora_rank > 0) {
     LoraOptions lo;
     lo.rank = o.lora_rank;

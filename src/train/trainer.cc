@@ -204,6 +204,9 @@ Expected<std::unique_ptr<Trainer>> Trainer::init(const std::string& model_dir, c
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return Status::errorf("{}: not a JSON object", config_path);
   DSEEK_ASSIGN_OR_RETURN(model::ModelConfig stored, model::parse_model_config(text, config_path));
+  if (stored.int_quantization.enabled)
+    return Status::errorf("{}: group-quantized (q8/q4) weights cannot be trained; start from the original checkpoint",
+                          config_path);
   j.erase("quantization_config");  // the trainer's copies are f32/bf16
   auto made = make(j.dump(2), options, data);
   if (!made.ok()) return made.status().with_context(config_path);
