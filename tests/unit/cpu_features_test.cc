@@ -11,8 +11,12 @@ namespace {
 
 TEST(CpuFeatures, FamiliesAreNestedAndScalarAlwaysSupported) {
   const CpuFeatures& f = features();
-  if (f.avx512) EXPECT_TRUE(f.avx2) << "AVX-512 family implies the AVX2 family";
-  if (f.avx512_bf16 || f.avx512_vnni) EXPECT_TRUE(f.avx512);
+  if (f.avx512) {
+    EXPECT_TRUE(f.avx2) << "AVX-512 family implies the AVX2 family";
+  }
+  if (f.avx512_bf16 || f.avx512_vnni) {
+    EXPECT_TRUE(f.avx512);
+  }
   const std::vector<Isa> isas = supported_isas();
   ASSERT_FALSE(isas.empty());
   EXPECT_EQ(isas.front(), Isa::kScalar);
