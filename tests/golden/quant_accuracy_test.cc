@@ -15,6 +15,7 @@
 #include "io/json_file.h"
 #include "model/deepseek.h"
 #include "model/quantize.h"
+#include "ops/ops.h"
 #include "test_util.h"
 
 namespace dseek::testing {
@@ -38,12 +39,6 @@ std::vector<double> log_softmax(const float* x, int64_t n) {
   return out;
 }
 
-int64_t argmax(const float* x, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (x[i] > x[best]) best = i;
-  return best;
-}
 
 Accuracy measure(const std::string& model_dir, const std::string& fixture) {
   Accuracy a;
@@ -74,7 +69,7 @@ Accuracy measure(const std::string& model_dir, const std::string& fixture) {
       a.kl_mean += kl;
       kls.push_back(kl);
       a.kl_max = std::max(a.kl_max, kl);
-      agree += argmax(want.data() + t * V, V) == argmax(got.data() + t * V, V);
+      agree += ops::argmax(want.data() + t * V, V) == ops::argmax(got.data() + t * V, V);
       ++a.positions;
     }
   }
