@@ -51,8 +51,10 @@ Expected<std::string> resolve_model_dir(const std::string& flag) {
   const std::string fallback = DSEEK_DEFAULT_MODEL;
   std::error_code ec;
   if (!fs::exists(fs::path(fallback) / "config.json", ec))
-    return Status::errorf("no model given (-m) and the default model {} does not exist (make it with scripts/setup.sh)",
-                          fallback);
+    return Status::errorf(
+        "no model given (-m) and the default model {} does not exist (it ships in the repository; rebuild it "
+        "with scripts/train_demo.sh --install)",
+        fallback);
   return fallback;
 }
 
