@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "base/check.h"
+#include "ops/ops.h"
 #include "train/indexer_backward.h"
 
 namespace dseek::train {
@@ -52,25 +53,20 @@ void selected_attention_forward(const float* q, const float* k, const float* v, 
 void selected_attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
                                  const float* dout, int64_t T, int64_t H, int64_t dk, int64_t dv, float scale,
                                  const model::KeySelection& keys, float* dq, float* dkey, float* dval) {
-  auto dot = [](const float* a, const float* b, int64_t n) {
-    float s = 0.0f;
-    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-    return s;
-  };
   // Heads touch disjoint slices: one per thread (as attention_backward).
 #pragma omp parallel for schedule(static)
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t t = 0; t < T; ++t) {
       const float* qt = q + (t * H + h) * dk;
       const float* dot_ = dout + (t * H + h) * dv;
-      const float d_row = dot(dot_, o + (t * H + h) * dv, dv);
+      const float d_row = ops::dot(dot_, o + (t * H + h) * dv, dv);
       const float l = lse[h * T + t];
       float* dqt = dq + (t * H + h) * dk;
       for (int32_t s : keys[t]) {
         const float* ks = k + (s * H + h) * dk;
         const float* vs = v + (s * H + h) * dv;
-        const float p = std::exp(scale * dot(qt, ks, dk) - l);
-        const float ds = p * (dot(dot_, vs, dv) - d_row);
+        const float p = std::exp(scale * ops::dot(qt, ks, dk) - l);
+        const float ds = p * (ops::dot(dot_, vs, dv) - d_row);
         float* dks = dkey + (s * H + h) * dk;
         for (int64_t e = 0; e < dk; ++e) {
           dqt[e] += scale * ds * ks[e];
