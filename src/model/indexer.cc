@@ -1,6 +1,7 @@
 #include "model/indexer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "base/float_types.h"
@@ -13,7 +14,10 @@ namespace dseek::model {
 namespace {
 constexpr int64_t kQuantBlock = 128;   // one FP8 scale per 128 values, as DeepSeek's act_quant
 constexpr float kLayerNormEps = 1e-6f;  // the indexer's k_norm (a LayerNorm with bias)
+std::atomic<SelectionProbe*> g_selection_probe{nullptr};
 }  // namespace
+
+void set_selection_probe(SelectionProbe* probe) { g_selection_probe.store(probe, std::memory_order_release); }
 
 void indexer_scores(const ModelConfig& c, const uint8_t* q8, const float* q_scales, const float* head_weights,
                     const kv::LayerView& cache, int64_t n, float* scores) {
@@ -44,6 +48,8 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
                             const float* q_latent, int64_t T, std::span<const MlaSegment> segments) {
   const int64_t H = c.index_n_heads, d = c.index_head_dim, blocks = d / kQuantBlock;
   const float hadamard_scale = 1.0f / std::sqrt(static_cast<float>(d));
+  SelectionProbe* const probe = g_selection_probe.load(std::memory_order_acquire);
+  if (probe) probe->on_layer();
 
   // Keys: [T, d] -> LayerNorm -> RoPE on the first rope dims -> Hadamard -> FP8 into each
   // sequence's cache at its positions.
@@ -101,6 +107,7 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
                    n, scores.data());
     selected[row] = ops::topk_indices(scores.data(), n, c.index_topk);
     std::sort(selected[row].begin(), selected[row].end());
+    if (probe) probe->on_row(n - 1, scores.data(), n, c.index_topk, &selected[row]);
   }
   return selected;
 }

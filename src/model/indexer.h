@@ -37,6 +37,20 @@ using KeySelection = std::vector<std::vector<int32_t>>;
 KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const RopeTable& rope, const float* x,
                             const float* q_latent, int64_t T, std::span<const MlaSegment> segments);
 
+// A test seam, null by default: when set, on_layer() runs once at the start of every
+// indexer_select call (one per layer per forward), and on_row() once per query row that has more
+// keys than index_topk, after top-k, with that row's position, scores [n] and selection, which it
+// may change. The golden tests use it to follow the reference through FP8 near-ties of the k-th
+// and (k+1)-th scores, whose side the float summation order decides (tests/golden/near_tie.h).
+// on_row may run on several threads at once. Process-wide.
+class SelectionProbe {
+ public:
+  virtual ~SelectionProbe() = default;
+  virtual void on_layer() = 0;
+  virtual void on_row(int64_t position, const float* scores, int64_t n, int64_t k, std::vector<int32_t>* selected) = 0;
+};
+void set_selection_probe(SelectionProbe* probe);
+
 // Indexer scores of one query against the keys at positions [0, n) of `cache`: exposed for tests.
 void indexer_scores(const ModelConfig& c, const uint8_t* q8, const float* q_scales, const float* head_weights,
                     const kv::LayerView& cache, int64_t n, float* scores);

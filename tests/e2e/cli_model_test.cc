@@ -37,6 +37,10 @@ TEST(CliLogits, WritesTheGoldenTensorsWithinTolerance) {
       ASSERT_NE(g, nullptr) << tensor;
       EXPECT_EQ(g->dtype, view.dtype) << tensor;
       EXPECT_EQ(g->shape, view.shape) << tensor;
+      // tiny-v32's prompt 2 meets an FP8 near-tie of the indexer's top-k, on which side depends
+      // on float summation order (tests/golden/near_tie.h); parity_test follows it in process.
+      // Here its tensors are checked for name, dtype and shape only.
+      if (name == "tiny-v32" && tensor.rfind("p2.", 0) == 0 && view.dtype == DType::kF32) continue;
       if (view.dtype == DType::kI32)
         EXPECT_EQ(read_i32(*got.value(), tensor), read_i32(*want.value(), tensor)) << name << " " << tensor;
       else
