@@ -1,4 +1,4 @@
-// `dseek bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--ctx N] [--reps R] [--json]`:
+// `dseek bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--ctx N] [--reps R] [--cache-type-k T] [--json]`:
 // prefill and decode speed on random tokens, set against this machine's measured memory read
 // bandwidth and peak FMA throughput (see docs/bench.md for the method of each figure).
 #include <omp.h>
@@ -11,6 +11,7 @@
 #include "base/timer.h"
 #include "bench/bench.h"
 #include "commands.h"
+#include "generation_setup.h"
 #include "model/model_info.h"
 #include "runtime/loader.h"
 
@@ -20,6 +21,7 @@ namespace {
 
 struct BenchArgs {
   std::string model;
+  std::string cache_type_k = "f32";
   bench::RunOptions run;
   int threads = 0;
   bool json = false, no_verify = false;
@@ -37,6 +39,7 @@ Status run_bench(const BenchArgs& a) {
   Stopwatch load_clock;
   DSEEK_ASSIGN_OR_RETURN(auto m, runtime::load_model(a.model, {.verify = !a.no_verify, .progress = true}));
   r.load_seconds = load_clock.seconds();
+  DSEEK_RETURN_IF_ERROR(apply_cache_type(a.cache_type_k, *m));
   const model::ModelConfig& c = m->config();
   r.architecture = c.architecture;
   const model::ModelInfo info = model::compute_model_info(m->weights());
@@ -76,6 +79,7 @@ void register_bench(CLI::App& app, Runner* run) {
   cmd->add_option("--reps", a->run.reps, "Repetitions of prefill and decode; the fastest is reported")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--seed", a->run.seed, "Seed of the random token ids")->capture_default_str();
+  add_cache_type_flag(cmd, &a->cache_type_k);
   cmd->add_option("--bw-mib", a->bw_mib, "Buffer of the memory bandwidth measurement, MiB")
       ->check(CLI::Range(16.0, 1048576.0))->capture_default_str();
   cmd->add_flag("--no-verify", a->no_verify, "Skip reading every weight once at load (the pages load during the run)");

@@ -27,6 +27,7 @@ namespace fs = std::filesystem;
 
 struct PerplexityArgs {
   std::string model, file;
+  std::string cache_type_k = "f32";
   int64_t ctx = 256, stride = 0, max_tokens = 0;
   int threads = 0;
   bool json = false;
@@ -52,6 +53,7 @@ Status run_perplexity(const PerplexityArgs& a) {
   // The loader's progress and summary only on a terminal: in logs and tests, stderr stays the
   // progress lines and at most one error line.
   DSEEK_ASSIGN_OR_RETURN(auto m, runtime::load_model(dir, {.verify = true, .progress = tty && !a.json}));
+  DSEEK_RETURN_IF_ERROR(apply_cache_type(a.cache_type_k, *m));
   const int64_t vocab = m->config().vocab_size;
   for (size_t i = 0; i < tokens->size(); ++i)
     if ((*tokens)[i] >= vocab)
@@ -116,6 +118,7 @@ void register_perplexity(CLI::App& app, Runner* run) {
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", a->json, "Print the result as JSON");
+  add_cache_type_flag(cmd, &a->cache_type_k);
   cmd->callback([=] {
     *run = [=] {
       if (a->threads > 0) omp_set_num_threads(a->threads);

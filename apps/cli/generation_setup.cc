@@ -43,6 +43,20 @@ void add_generation_flags(CLI::App* cmd, GenerationFlags* f, int64_t default_n_p
   cmd->add_option("--think", f->think, "Thinking mode for models that have one: auto, on, off")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_option("--chat-format", f->format, "Override the chat format: v3, r1, v3.1, v3.2");
+  add_cache_type_flag(cmd, &f->cache_type_k);
+}
+
+void add_cache_type_flag(CLI::App* cmd, std::string* value) {
+  cmd->add_option("--cache-type-k,--ctk", *value,
+                  "KV cache type: f32 (default), bf16, fp8 (DeepSeek's FP8 latent layout); MLA has one latent cache, "
+                  "so there is no --cache-type-v")
+      ->check(CLI::IsMember({"f32", "bf16", "fp8"}));
+}
+
+Status apply_cache_type(const std::string& value, model::Model& m) {
+  DSEEK_ASSIGN_OR_RETURN(const kv::CacheType type, kv::parse_cache_type(value));
+  m.set_cache_type(type);
+  return {};
 }
 
 Expected<std::string> resolve_model_dir(const std::string& flag) {
@@ -69,6 +83,7 @@ Expected<Generation> setup_generation(GenerationFlags& f) {
     g.lora_keep_alive = std::move(adapted.keep_alive);
     g.model = std::make_unique<model::Model>(std::move(adapted.weights));
   }
+  DSEEK_RETURN_IF_ERROR(apply_cache_type(f.cache_type_k, *g.model));
   const model::ModelConfig& c = g.model->config();
 
   std::error_code ec;

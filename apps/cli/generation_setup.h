@@ -33,12 +33,20 @@ struct GenerationFlags {
   std::string think = "auto";  // auto | on | off
   std::string format;          // chat format override: v3, r1, v3.1, v3.2
   std::string lora;            // PEFT adapter directory merged in at load (dseek finetune --lora)
+  std::string cache_type_k = "f32";  // latent KV cache element type: f32 | bf16 | fp8
   // Which sampling flags were given (they override generation_config.json).
   std::vector<CLI::Option*> sampling_options;
   CLI::Option* temp_option = nullptr;
 };
 
 void add_generation_flags(CLI::App* cmd, GenerationFlags* f, int64_t default_n_predict);
+
+// `--cache-type-k` (also `--ctk`): element type of the latent KV cache, f32 (default), bf16 or
+// fp8 (kv/cache_type.h). MLA caches one latent per token that serves as both key and value, so
+// there is no --cache-type-v. (llama.cpp's `-ctk` spelling needs CLI11 >= 2.4.)
+void add_cache_type_flag(CLI::App* cmd, std::string* value);
+// Parses the flag's value and makes it the cache type of the model's sessions and pools.
+Status apply_cache_type(const std::string& value, model::Model& m);
 
 struct Generation {
   std::shared_ptr<void> lora_keep_alive;  // base checkpoint + merged adapters; outlives `model`

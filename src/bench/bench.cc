@@ -81,6 +81,9 @@ Expected<RunResult> run_model(const model::Model& m, const RunOptions& o) {
     r.decode_seconds = std::min(r.decode_seconds, decode.seconds());
     r.kv_cache_bytes = std::max(r.kv_cache_bytes, session->length() * session->cache().bytes_per_token());
   }
+  r.kv_cache_type = std::string(kv::cache_type_name(session->cache().cache_type()));
+  r.kv_bytes_per_token = session->cache().bytes_per_token();
+  r.kv_resident_bytes = session->cache().pool().resident_bytes();
   r.prefill_tokens_per_second = ratio(static_cast<double>(o.prompt), r.prefill_seconds);
   r.decode_tokens_per_second = o.decode > 0 ? ratio(static_cast<double>(o.decode), r.decode_seconds) : 0.0;
   if (o.decode == 0) r.decode_seconds = 0;
@@ -135,6 +138,9 @@ std::string format_report(const Report& r) {
   s += fmt::format("peak RSS:    {} (weights {}, KV cache {})\n", human(static_cast<double>(r.peak_rss_bytes), "B"),
                    human(static_cast<double>(r.weight_bytes_total), "B"),
                    human(static_cast<double>(r.run.kv_cache_bytes), "B"));
+  s += fmt::format("KV cache:    {}, {} bytes/token (all layers, indexer keys included), {} resident (pages are "
+                   "allocated as they fill)\n",
+                   r.run.kv_cache_type, r.run.kv_bytes_per_token, human(static_cast<double>(r.run.kv_resident_bytes), "B"));
   if (r.load_average_1m >= 0) s += fmt::format("load average (1 min): {:.2f}\n", r.load_average_1m);
   s += fmt::format("summary: decode {:.2f} tok/s = {:.1f}% of {:.1f} GB/s; prefill {:.1f} tok/s = {:.1f}% of {:.0f} "
                    "GFLOP/s; peak RSS {}\n",
@@ -184,6 +190,9 @@ std::string report_json(const Report& r) {
       {"weight_bytes_total", r.weight_bytes_total},
       {"weight_bytes_by_dtype", r.bytes_by_dtype},
       {"kv_cache_bytes", r.run.kv_cache_bytes},
+      {"kv_cache_type", r.run.kv_cache_type},
+      {"kv_bytes_per_token", r.run.kv_bytes_per_token},
+      {"kv_resident_bytes", r.run.kv_resident_bytes},
       {"load_average_1m", r.load_average_1m},
   };
   return j.dump(2);

@@ -29,6 +29,9 @@ struct RunResult {
   double prefill_tokens_per_second = 0;
   double decode_tokens_per_second = 0;
   int64_t kv_cache_bytes = 0;  // the session's latent cache at its fullest, as stored
+  std::string kv_cache_type;   // f32 | bf16 | fp8 (--cache-type-k)
+  int64_t kv_bytes_per_token = 0;     // latent rows (+ V3.2 indexer keys) of one token, all layers
+  int64_t kv_resident_bytes = 0;      // page storage that exists at the end (pages are lazy)
 };
 
 // After an untimed one-token warm-up in a scratch session. Prefill: one forward call over `prompt` random ids (logits of the last token only) after

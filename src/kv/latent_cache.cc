@@ -10,8 +10,9 @@ namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
-LatentCache::LatentCache(const model::ModelConfig& c, int64_t max_tokens)
-    : LatentCache(std::make_shared<PagePool>(c, ceil_div(std::max<int64_t>(max_tokens, 1), PagePool::kDefaultPageTokens)),
+LatentCache::LatentCache(const model::ModelConfig& c, int64_t max_tokens, CacheType type)
+    : LatentCache(std::make_shared<PagePool>(c, ceil_div(std::max<int64_t>(max_tokens, 1), PagePool::kDefaultPageTokens),
+                                             PagePool::kDefaultPageTokens, type),
                   max_tokens) {}
 
 LatentCache::LatentCache(std::shared_ptr<PagePool> pool, int64_t max_tokens)
@@ -19,6 +20,7 @@ LatentCache::LatentCache(std::shared_ptr<PagePool> pool, int64_t max_tokens)
   DSEEK_CHECK(pool_ != nullptr, "LatentCache without a pool");
   P_ = pool_->page_tokens();
   latent_width_ = pool_->latent_width();
+  row_bytes_ = pool_->latent_row_bytes();
   index_dim_ = pool_->index_dim();
 }
 
@@ -84,7 +86,7 @@ void LatentCache::adopt_page(int32_t page) {
 }
 
 int64_t LatentCache::bytes_per_token() const {
-  const int64_t per_layer = latent_width_ * 4 + index_dim_ + (index_dim_ / 128) * 4;
+  const int64_t per_layer = row_bytes_ + index_dim_ + (index_dim_ / 128) * 4;
   return per_layer * num_layers();
 }
 

@@ -9,7 +9,7 @@ namespace dseek::kv {
 
 // Storage of one page, created the first time the page is handed out (lazy growth).
 struct PagePool::Page {
-  std::vector<float> latent;   // [L, P, latent_width]
+  std::vector<uint8_t> latent;  // [L, P, row_bytes]
   std::vector<uint8_t> keys;   // [L, P, index_dim]
   std::vector<float> scales;   // [L, P, index_dim / 128]
 };
@@ -31,12 +31,14 @@ struct PagePool::Impl {
   int64_t in_use = 0;
 };
 
-PagePool::PagePool(const model::ModelConfig& c, int64_t max_pages, int64_t page_tokens)
+PagePool::PagePool(const model::ModelConfig& c, int64_t max_pages, int64_t page_tokens, CacheType type)
     : page_tokens_(page_tokens),
       max_pages_(max_pages),
       latent_width_(c.latent_cache_width()),
       index_dim_(c.has_indexer() ? c.index_head_dim : 0),
       num_layers_(c.num_hidden_layers),
+      layout_{type, c.kv_lora_rank, c.latent_cache_width() - c.kv_lora_rank},
+      row_bytes_(layout_.row_bytes()),
       impl_(std::make_unique<Impl>()) {
   DSEEK_CHECK(page_tokens >= 1, "page_tokens {}", page_tokens);
   DSEEK_CHECK(max_pages >= 0 && max_pages <= INT32_MAX, "max_pages {}", max_pages);
@@ -45,12 +47,12 @@ PagePool::PagePool(const model::ModelConfig& c, int64_t max_pages, int64_t page_
 PagePool::~PagePool() = default;
 
 bool PagePool::fits(const model::ModelConfig& c) const {
-  return num_layers_ == c.num_hidden_layers && latent_width_ == c.latent_cache_width() &&
+  return num_layers_ == c.num_hidden_layers && latent_width_ == c.latent_cache_width() && layout_.rank == c.kv_lora_rank &&
          index_dim_ == (c.has_indexer() ? c.index_head_dim : 0);
 }
 
 int64_t PagePool::bytes_per_page() const {
-  const int64_t per_row = latent_width_ * 4 + index_dim_ + (index_dim_ / 128) * 4;
+  const int64_t per_row = row_bytes_ + index_dim_ + (index_dim_ / 128) * 4;
   return per_row * page_tokens_ * num_layers_;
 }
 
@@ -64,7 +66,7 @@ int32_t PagePool::allocate() {
     page = static_cast<int32_t>(pages_.size());
     auto storage = std::make_unique<Page>();
     const auto rows = static_cast<size_t>(num_layers_ * page_tokens_);
-    storage->latent.resize(rows * static_cast<size_t>(latent_width_));
+    storage->latent.resize(rows * static_cast<size_t>(row_bytes_));
     storage->keys.resize(rows * static_cast<size_t>(index_dim_));
     storage->scales.resize(rows * static_cast<size_t>(index_dim_ / 128));
     pages_.push_back(std::move(storage));
@@ -161,11 +163,19 @@ int32_t PagePool::acquire_cached(PrefixKey parent, std::span<const int32_t> toke
   return page;
 }
 
+uint8_t* PagePool::latent_bytes(int32_t page, int64_t layer) {
+  return pages_[static_cast<size_t>(page)]->latent.data() + layer * page_tokens_ * row_bytes_;
+}
+const uint8_t* PagePool::latent_bytes(int32_t page, int64_t layer) const {
+  return pages_[static_cast<size_t>(page)]->latent.data() + layer * page_tokens_ * row_bytes_;
+}
 float* PagePool::latent(int32_t page, int64_t layer) {
-  return pages_[static_cast<size_t>(page)]->latent.data() + layer * page_tokens_ * latent_width_;
+  DSEEK_CHECK(layout_.format == CacheType::kF32, "float32 view of a {} cache", cache_type_name(layout_.format));
+  return reinterpret_cast<float*>(latent_bytes(page, layer));
 }
 const float* PagePool::latent(int32_t page, int64_t layer) const {
-  return pages_[static_cast<size_t>(page)]->latent.data() + layer * page_tokens_ * latent_width_;
+  DSEEK_CHECK(layout_.format == CacheType::kF32, "float32 view of a {} cache", cache_type_name(layout_.format));
+  return reinterpret_cast<const float*>(latent_bytes(page, layer));
 }
 uint8_t* PagePool::index_keys(int32_t page, int64_t layer) {
   return pages_[static_cast<size_t>(page)]->keys.data() + layer * page_tokens_ * index_dim_;
@@ -184,7 +194,7 @@ void PagePool::copy_rows(int32_t from, int32_t to, int64_t n) {
   DSEEK_CHECK(n >= 0 && n <= page_tokens_, "copy_rows of {} rows, pages hold {}", n, page_tokens_);
   const int64_t blocks = index_dim_ / 128;
   for (int64_t l = 0; l < num_layers_; ++l) {
-    std::copy_n(latent(from, l), n * latent_width_, latent(to, l));
+    std::copy_n(latent_bytes(from, l), n * row_bytes_, latent_bytes(to, l));
     std::copy_n(index_keys(from, l), n * index_dim_, index_keys(to, l));
     std::copy_n(index_scales(from, l), n * blocks, index_scales(to, l));
   }
@@ -193,6 +203,8 @@ void PagePool::copy_rows(int32_t from, int32_t to, int64_t n) {
 PagePool::Usage PagePool::usage() const {
   return {max_pages_, static_cast<int64_t>(pages_.size()), impl_->in_use, static_cast<int64_t>(impl_->lru.size())};
 }
+
+int64_t PagePool::resident_bytes() const { return static_cast<int64_t>(pages_.size()) * bytes_per_page(); }
 
 int64_t PagePool::available() const {
   return max_pages_ - static_cast<int64_t>(pages_.size()) + static_cast<int64_t>(impl_->free.size()) +

@@ -1,7 +1,8 @@
 // Paged storage for the MLA latent KV cache, shared by every sequence of a model (the server's
 // continuous batching) or private to one (dseek run/chat). A page holds `page_tokens`
 // consecutive positions of one sequence for every layer:
-//   latent        [L][P][kv_lora_rank + qk_rope_head_dim] f32   (normalized c_kv | rotated k_rope)
+//   latent        [L][P][row_bytes]  (normalized c_kv | rotated k_rope) in the pool's cache type:
+//                 f32, bf16 or fp8 (kv/cache_type.h; byte layouts in cpu/attention_format.h)
 //   index keys    [L][P][index_head_dim] e4m3                   (V3.2 only)
 //   index scales  [L][P][index_head_dim / 128] f32              (V3.2 only)
 // Sequences own page tables (LatentCache); pages are reference counted.
@@ -27,6 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kv/cache_type.h"
 #include "model/config.h"
 
 namespace dseek::kv {
@@ -36,14 +38,18 @@ class PagePool {
   static constexpr int64_t kDefaultPageTokens = 16;
   using PrefixKey = uint64_t;
 
-  PagePool(const model::ModelConfig& c, int64_t max_pages, int64_t page_tokens = kDefaultPageTokens);
+  PagePool(const model::ModelConfig& c, int64_t max_pages, int64_t page_tokens = kDefaultPageTokens,
+           CacheType type = CacheType::kF32);
   ~PagePool();  // out of line: Impl is complete only in page_pool.cc
   PagePool(const PagePool&) = delete;
   PagePool& operator=(const PagePool&) = delete;
 
   int64_t page_tokens() const { return page_tokens_; }
   int64_t max_pages() const { return max_pages_; }
-  int64_t latent_width() const { return latent_width_; }
+  int64_t latent_width() const { return latent_width_; }  // r + d_r values per row
+  CacheType cache_type() const { return layout_.format; }
+  const cpu::LatentLayout& latent_layout() const { return layout_; }
+  int64_t latent_row_bytes() const { return row_bytes_; }
   int64_t index_dim() const { return index_dim_; }
   int64_t num_layers() const { return num_layers_; }
   // Whether pages have the shapes of config c (layers, latent and indexer widths).
@@ -67,7 +73,10 @@ class PagePool {
   // marked most recently used); -1 if none.
   int32_t acquire_cached(PrefixKey parent, std::span<const int32_t> tokens);
 
-  float* latent(int32_t page, int64_t layer);  // [P, latent_width]
+  uint8_t* latent_bytes(int32_t page, int64_t layer);  // [P, latent_row_bytes]
+  const uint8_t* latent_bytes(int32_t page, int64_t layer) const;
+  // The same as float32 rows [P, latent_width]: f32 pools only (checked).
+  float* latent(int32_t page, int64_t layer);
   const float* latent(int32_t page, int64_t layer) const;
   uint8_t* index_keys(int32_t page, int64_t layer);  // [P, index_dim]
   const uint8_t* index_keys(int32_t page, int64_t layer) const;
@@ -83,6 +92,8 @@ class PagePool {
     int64_t cached = 0;     // published, unreferenced, evictable
   };
   Usage usage() const;
+  // Bytes of page storage that exists now (usage().allocated pages): what the cache holds in memory.
+  int64_t resident_bytes() const;
   // Pages allocate() can still hand out: never used + free + cached.
   int64_t available() const;
 
@@ -90,6 +101,8 @@ class PagePool {
   struct Page;   // storage: latent, index keys and scales of every layer
   struct Entry;  // bookkeeping: reference count, publication, LRU position
   int64_t page_tokens_, max_pages_, latent_width_, index_dim_, num_layers_;
+  cpu::LatentLayout layout_;
+  int64_t row_bytes_;
   std::vector<std::unique_ptr<Page>> pages_;  // [pages created so far]: lazy growth up to max_pages
   struct Impl;  // entries, free list, LRU list, prefix index
   std::unique_ptr<Impl> impl_;

@@ -19,7 +19,8 @@ Expected<std::unique_ptr<Model>> Model::load(const std::string& model_dir) {
 Model::Model(std::unique_ptr<Weights> weights) : weights_(std::move(weights)), rope_(weights_->config()) {}
 
 std::unique_ptr<Session> Model::new_session(int64_t max_tokens) const {
-  return std::make_unique<Session>(config(), max_tokens > 0 ? max_tokens : config().max_position_embeddings);
+  return std::make_unique<Session>(config(), max_tokens > 0 ? max_tokens : config().max_position_embeddings,
+                                   cache_type_);
 }
 
 std::unique_ptr<Session> Model::new_session(std::shared_ptr<kv::PagePool> pool, int64_t max_tokens) const {
@@ -30,7 +31,7 @@ std::unique_ptr<Session> Model::new_session(std::shared_ptr<kv::PagePool> pool, 
 std::shared_ptr<kv::PagePool> Model::new_page_pool(int64_t max_tokens, int64_t page_tokens) const {
   DSEEK_CHECK(page_tokens >= 1, "new_page_pool: page_tokens {}", page_tokens);
   const int64_t tokens = max_tokens > 0 ? max_tokens : config().max_position_embeddings;
-  return std::make_shared<kv::PagePool>(config(), (tokens + page_tokens - 1) / page_tokens, page_tokens);
+  return std::make_shared<kv::PagePool>(config(), (tokens + page_tokens - 1) / page_tokens, page_tokens, cache_type_);
 }
 
 namespace {

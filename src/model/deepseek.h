@@ -37,8 +37,9 @@ namespace dseek::model {
 // leading tokens. A private pool has nobody to share with: nothing is published there.
 class Session {
  public:
-  // A private pool for at most max_tokens positions.
-  Session(const ModelConfig& c, int64_t max_tokens) : cache_(c, max_tokens) {}
+  // A private pool for at most max_tokens positions, rows stored as `type`.
+  Session(const ModelConfig& c, int64_t max_tokens, kv::CacheType type = kv::CacheType::kF32)
+      : cache_(c, max_tokens, type) {}
   // Pages from a shared pool (kept alive by the session); at most max_tokens positions.
   Session(std::shared_ptr<kv::PagePool> pool, int64_t max_tokens) : cache_(std::move(pool), max_tokens), shared_(true) {}
   int64_t length() const { return cache_.length(); }
@@ -77,6 +78,10 @@ class Model {
 
   const ModelConfig& config() const { return weights_->config(); }
   const Weights& weights() const { return *weights_; }
+  // Element type of the latent KV cache of the sessions and pools made from now on
+  // (--cache-type-k; default f32, reference precision).
+  void set_cache_type(kv::CacheType type) { cache_type_ = type; }
+  kv::CacheType cache_type() const { return cache_type_; }
 
   // A session whose context holds at most max_tokens (0: max_position_embeddings), with a
   // private page pool.
@@ -110,6 +115,7 @@ class Model {
  private:
   std::unique_ptr<Weights> weights_;
   RopeTable rope_;
+  kv::CacheType cache_type_ = kv::CacheType::kF32;
 };
 
 }  // namespace dseek::model

@@ -1,10 +1,13 @@
 #include "model/indexer.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <vector>
 
-#include "base/float_types.h"
+#include "cpu/indexer_kernels.h"
 #include "ops/fp8.h"
 #include "ops/linear.h"
 #include "ops/ops.h"
@@ -21,27 +24,14 @@ void set_selection_probe(SelectionProbe* probe) { g_selection_probe.store(probe,
 
 void indexer_scores(const ModelConfig& c, const uint8_t* q8, const float* q_scales, const float* head_weights,
                     const kv::LayerView& cache, int64_t n, float* scores) {
-  const int64_t H = c.index_n_heads, d = c.index_head_dim, blocks = d / kQuantBlock;
+  std::vector<const uint8_t*> keys(static_cast<size_t>(n));
+  std::vector<const float*> scales(static_cast<size_t>(n));
   for (int64_t s = 0; s < n; ++s) {
-    const uint8_t* k8 = cache.index_key(s);
-    const float* k_scales = cache.index_scale(s);
-    float k[1024];
-    for (int64_t i = 0; i < d; ++i) k[i] = fp8e4m3_to_f32(k8[i]);
-    float total = 0.0f;
-    for (int64_t j = 0; j < H; ++j) {
-      const uint8_t* qj = q8 + j * d;
-      float logit = 0.0f;
-      for (int64_t b = 0; b < blocks; ++b) {
-        float acc = 0.0f;
-        for (int64_t i = b * kQuantBlock; i < (b + 1) * kQuantBlock; ++i) acc += fp8e4m3_to_f32(qj[i]) * k[i];
-        // With one block (d = 128) the scales factor out exactly as in DeepSeek's fp8_index.
-        logit += acc * (blocks == 1 ? 1.0f : q_scales[j * blocks + b] * k_scales[b]);
-      }
-      const float w = head_weights[j] * (blocks == 1 ? q_scales[j] : 1.0f);
-      total += std::max(logit, 0.0f) * w;
-    }
-    scores[s] = blocks == 1 ? total * k_scales[0] : total;
+    keys[s] = cache.index_key(s);
+    scales[s] = cache.index_scale(s);
   }
+  const cpu::IndexerQuery q{c.index_n_heads, c.index_head_dim, q8, q_scales, head_weights};
+  cpu::indexer_scores(q, cpu::IndexerKeys{keys.data(), scales.data(), n}, scores);
 }
 
 KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const RopeTable& rope, const float* x,
@@ -93,21 +83,27 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
   for (const MlaSegment& seg : segments)
     for (int64_t t = 0; t < seg.length; ++t) row_segment[seg.offset + t] = &seg;
   KeySelection selected(static_cast<size_t>(T));
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t row = 0; row < T; ++row) {
+  auto select_row = [&](int64_t row) {
     const MlaSegment& seg = *row_segment[row];
     const int64_t n = seg.p0 + (row - seg.offset) + 1;  // causal: keys [0, p]
     if (n <= c.index_topk) {                            // fewer keys than top-k: attention stays dense
       selected[row].resize(static_cast<size_t>(n));
       for (int64_t s = 0; s < n; ++s) selected[row][s] = static_cast<int32_t>(s);
-      continue;
+      return;
     }
     std::vector<float> scores(static_cast<size_t>(n));
     indexer_scores(c, q8.data() + row * H * d, q_scales.data() + row * H * blocks, head_w.data() + row * H, seg.cache,
                    n, scores.data());
-    selected[row] = ops::topk_indices(scores.data(), n, c.index_topk);
-    std::sort(selected[row].begin(), selected[row].end());
+    selected[row] = cpu::topk_select(scores.data(), n, c.index_topk);  // O(n), increasing positions
     if (probe) probe->on_row(n - 1, scores.data(), n, c.index_topk, &selected[row]);
+  };
+  // Many query rows (prefill): one row per thread. Few (decode): the scoring kernel splits the
+  // keys of each row between the threads instead.
+  if (T >= omp_get_max_threads()) {
+#pragma omp parallel for schedule(dynamic)
+    for (int64_t row = 0; row < T; ++row) select_row(row);
+  } else {
+    for (int64_t row = 0; row < T; ++row) select_row(row);
   }
   return selected;
 }

@@ -1,11 +1,15 @@
 #include "model/mla.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <span>
 #include <vector>
 
+#include "cpu/attention_kernels.h"
+#include "kv/latent_codec.h"
 #include "model/indexer.h"
 #include "ops/linear.h"
 #include "ops/ops.h"
@@ -53,19 +57,21 @@ Queries project_queries(const ModelConfig& c, const AttentionWeights& w, const R
   return out;
 }
 
-// Writes [RMSNorm(c_kv') | RoPE(k_rope')] for each segment's new tokens into its cache.
+// Writes [RMSNorm(c_kv') | RoPE(k_rope')] for each segment's new tokens into its cache, encoded
+// in the cache's type.
 void append_latents(const ModelConfig& c, const AttentionWeights& w, const RopeTable& rope, const float* x, int64_t T,
                     std::span<const MlaSegment> segments, int64_t width) {
   std::vector<float> kv(static_cast<size_t>(T * width));  // [T, r + d_r]
+  std::vector<float> row(static_cast<size_t>(width));
   ops::linear(x, T, w.kv_a_proj_with_mqa, kv.data());
   for (const MlaSegment& seg : segments) {
     for (int64_t t = 0; t < seg.length; ++t) {
       const int64_t p = seg.p0 + t;
-      float* row = seg.cache.latent_row(p);
       const float* src = kv.data() + (seg.offset + t) * width;
-      ops::rms_norm(src, w.kv_a_layernorm.data(), 1, c.kv_lora_rank, static_cast<float>(c.rms_norm_eps), row);
-      std::copy(src + c.kv_lora_rank, src + width, row + c.kv_lora_rank);
-      rope.rotate_interleaved(row + c.kv_lora_rank, p);
+      ops::rms_norm(src, w.kv_a_layernorm.data(), 1, c.kv_lora_rank, static_cast<float>(c.rms_norm_eps), row.data());
+      std::copy(src + c.kv_lora_rank, src + width, row.data() + c.kv_lora_rank);
+      rope.rotate_interleaved(row.data() + c.kv_lora_rank, p);
+      kv::encode_latent_row(seg.cache.latent_layout(), row.data(), seg.cache.latent_bytes(p));
     }
   }
 }
@@ -86,48 +92,97 @@ struct KeyRange {
 // looked up once per layer here rather than once per head and query in the attention loops.
 struct SegmentRows {
   const MlaSegment* seg;
-  std::vector<const float*> latent;  // [S_i] -> [r + d_r]
+  std::vector<const uint8_t*> latent;  // [S_i] -> one stored row (cpu/attention_format.h)
 };
 
 SegmentRows segment_rows(const MlaSegment& seg) {
-  SegmentRows out{&seg, std::vector<const float*>(static_cast<size_t>(seg.p0 + seg.length))};
-  for (int64_t s = 0; s < seg.p0 + seg.length; ++s) out.latent[s] = seg.cache.latent_row(s);
+  SegmentRows out{&seg, std::vector<const uint8_t*>(static_cast<size_t>(seg.p0 + seg.length))};
+  for (int64_t s = 0; s < seg.p0 + seg.length; ++s) out.latent[s] = seg.cache.latent_bytes(s);
   return out;
 }
 
-// Absorbed form over several segments at once: each head's [W_UK; W_UV] is decoded once and
-// serves every query of every segment. q: [T, H, d_n + d_r], o: [T, H, d_v] (batch rows).
+// Query rows whose W_UK absorption and W_UV expansion share one decode of kv_b_proj: bounds the
+// [rows, H, r] buffers (9 MiB for V3) of a long sparse prefill.
+constexpr int64_t kAbsorbChunk = 32;
+
+// Absorbed form over several segments at once. q: [T, H, d_n + d_r], o: [T, H, d_v] (batch
+// rows). Per chunk of query rows: q_lat = W_UK^T q_nope for every head (kv_b_proj decoded once
+// per head), then the attention kernel over each row's keys (cpu/attention_kernels.h: all heads
+// per cache row, the cache read in its stored type; a V3.2 selection is a list of rows, so only
+// the selected rows are read), then o = W_UV o_lat.
 void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const float* q,
                      std::span<const SegmentRows> segments, const KeySelection* selection, float scale, float* o) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
-                dv = c.v_head_dim, dqk = c.qk_head_dim();
+                dv = c.v_head_dim, dqk = c.qk_head_dim(), W = r + dr;
+  struct Query {
+    const SegmentRows* rows;
+    int64_t t;  // index in its segment
+  };
+  std::vector<Query> queries;
+  for (const SegmentRows& rows : segments)
+    for (int64_t t = 0; t < rows.seg->length; ++t) queries.push_back({&rows, t});
+  const int threads = omp_get_max_threads();
+  std::vector<float> qcat, olat;  // [chunk, H, r + d_r], [chunk, H, r]
+  for (size_t c0 = 0; c0 < queries.size(); c0 += kAbsorbChunk) {
+    const auto nc = static_cast<int64_t>(std::min<size_t>(kAbsorbChunk, queries.size() - c0));
+    const Query* chunk = queries.data() + c0;
+    qcat.assign(static_cast<size_t>(nc * H * W), 0.0f);
+    olat.resize(static_cast<size_t>(nc * H * r));
 #pragma omp parallel
-  {
-    std::vector<float> wkv(static_cast<size_t>((dn + dv) * r));  // this head's [W_UK; W_UV], [d_n + d_v, r]
-    std::vector<float> q_lat(static_cast<size_t>(r)), o_lat(static_cast<size_t>(r)), p;
+    {
+      std::vector<float> wk(static_cast<size_t>(dn * r));  // this head's W_UK, [d_n, r]
 #pragma omp for schedule(static)
-    for (int64_t h = 0; h < H; ++h) {
-      ops::decode_rows(w.kv_b_proj, h * (dn + dv), dn + dv, wkv.data());
-      for (const SegmentRows& rows : segments) {
-        const MlaSegment* seg = rows.seg;
-        const KeyRange keys{selection, seg->offset, seg->p0};
-        const float* const* latent = rows.latent.data();
-        for (int64_t t = 0; t < seg->length; ++t) {
-          const int64_t row = seg->offset + t;
-          const float* qt = q + (row * H + h) * dqk;
-          std::fill(q_lat.begin(), q_lat.end(), 0.0f);
-          for (int64_t d = 0; d < dn; ++d) ops::axpy(qt[d], wkv.data() + d * r, q_lat.data(), r);  // W_UK^T q_nope
-          const int64_t n = keys.count(t);
-          p.resize(static_cast<size_t>(n));
-          for (int64_t i = 0; i < n; ++i) {
-            const float* kv = latent[keys.key(t, i)];
-            p[i] = scale * (ops::dot(q_lat.data(), kv, r) + ops::dot(qt + dn, kv + r, dr));
-          }
-          ops::softmax_inplace(p.data(), n);
-          std::fill(o_lat.begin(), o_lat.end(), 0.0f);
-          for (int64_t i = 0; i < n; ++i) ops::axpy(p[i], latent[keys.key(t, i)], o_lat.data(), r);
-          float* ot = o + (row * H + h) * dv;
-          for (int64_t j = 0; j < dv; ++j) ot[j] = ops::dot(wkv.data() + (dn + j) * r, o_lat.data(), r);  // W_UV o_lat
+      for (int64_t h = 0; h < H; ++h) {
+        ops::decode_rows(w.kv_b_proj, h * (dn + dv), dn, wk.data());
+        for (int64_t i = 0; i < nc; ++i) {
+          const float* qt = q + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dqk;
+          float* qc = qcat.data() + (i * H + h) * W;
+          for (int64_t d = 0; d < dn; ++d) ops::axpy(qt[d], wk.data() + d * r, qc, r);  // W_UK^T q_nope
+          std::copy_n(qt + dn, dr, qc + r);
+        }
+      }
+    }
+    auto attend = [&](int64_t i, int kernel_threads, std::vector<const uint8_t*>& gathered) {
+      const MlaSegment* seg = chunk[i].rows->seg;
+      const int64_t row = seg->offset + chunk[i].t;
+      cpu::MlaAttendArgs a;
+      a.layout = seg->cache.latent_layout();
+      a.heads = H;
+      a.q = qcat.data() + i * H * W;
+      a.scale = scale;
+      if (selection) {  // only the selected rows
+        const std::vector<int32_t>& keys = (*selection)[row];
+        gathered.resize(keys.size());
+        for (size_t k = 0; k < keys.size(); ++k) gathered[k] = chunk[i].rows->latent[keys[k]];
+        a.rows = gathered.data();
+        a.n = static_cast<int64_t>(keys.size());
+      } else {  // causal: every row up to its own position
+        a.rows = chunk[i].rows->latent.data();
+        a.n = seg->p0 + chunk[i].t + 1;
+      }
+      cpu::mla_attend(a, olat.data() + i * H * r, kernel_threads);
+    };
+    if (nc >= threads) {  // enough queries: one per thread
+#pragma omp parallel
+      {
+        std::vector<const uint8_t*> gathered;
+#pragma omp for schedule(dynamic)
+        for (int64_t i = 0; i < nc; ++i) attend(i, 1, gathered);
+      }
+    } else {  // few queries (decode): the threads split each query's rows
+      std::vector<const uint8_t*> gathered;
+      for (int64_t i = 0; i < nc; ++i) attend(i, 0, gathered);
+    }
+#pragma omp parallel
+    {
+      std::vector<float> wv(static_cast<size_t>(dv * r));  // this head's W_UV, [d_v, r]
+#pragma omp for schedule(static)
+      for (int64_t h = 0; h < H; ++h) {
+        ops::decode_rows(w.kv_b_proj, h * (dn + dv) + dn, dv, wv.data());
+        for (int64_t i = 0; i < nc; ++i) {
+          const float* ol = olat.data() + (i * H + h) * r;
+          float* ot = o + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dv;
+          for (int64_t j = 0; j < dv; ++j) ot[j] = ops::dot(wv.data() + j * r, ol, r);  // W_UV o_lat
         }
       }
     }
@@ -138,9 +193,15 @@ void attend_naive(const ModelConfig& c, const AttentionWeights& w, const float* 
                   int64_t T, int64_t S, const KeyRange& keys, float scale, float* o) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
                 dv = c.v_head_dim, dqk = c.qk_head_dim();
-  // Expand every cached latent to this layer's per-head keys and values: [S, H, d_n + d_v].
-  std::vector<float> latents(static_cast<size_t>(S * r));
-  for (int64_t s = 0; s < S; ++s) std::copy_n(rows.latent[s], r, latents.data() + s * r);
+  // Expand every cached latent to this layer's per-head keys and values: [S, H, d_n + d_v]. The
+  // expansion needs float32 latents whatever the cache type: [S, r] and rope keys [S, d_r].
+  const cpu::LatentLayout& layout = rows.seg->cache.latent_layout();
+  std::vector<float> latents(static_cast<size_t>(S * r)), k_rope(static_cast<size_t>(S * dr)), row(static_cast<size_t>(r + dr));
+  for (int64_t s = 0; s < S; ++s) {
+    cpu::decode_latent_row(layout, rows.latent[s], row.data());
+    std::copy_n(row.data(), r, latents.data() + s * r);
+    std::copy_n(row.data() + r, dr, k_rope.data() + s * dr);
+  }
   std::vector<float> kv(static_cast<size_t>(S * H * (dn + dv)));
   ops::linear(latents.data(), S, w.kv_b_proj, kv.data());
 #pragma omp parallel
@@ -155,8 +216,7 @@ void attend_naive(const ModelConfig& c, const AttentionWeights& w, const float* 
         for (int64_t i = 0; i < n; ++i) {
           const int64_t s = keys.key(t, i);
           const float* k_nope = kv.data() + (s * H + h) * (dn + dv);
-          const float* k_rope = rows.latent[s] + r;
-          p[i] = scale * (ops::dot(qt, k_nope, dn) + ops::dot(qt + dn, k_rope, dr));
+          p[i] = scale * (ops::dot(qt, k_nope, dn) + ops::dot(qt + dn, k_rope.data() + s * dr, dr));
         }
         ops::softmax_inplace(p.data(), n);
         float* ot = o + (t * H + h) * dv;

@@ -5,6 +5,7 @@
 
 #include "base/check.h"
 #include "base/float_types.h"
+#include "cpu/linear_kernels.h"
 
 namespace dseek::ops {
 
@@ -75,38 +76,12 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst) {
   }
 }
 
-namespace {
-
-inline float dot(const float* a, const float* b, int64_t n) {
-  float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-  for (int64_t i = 0; i < n; ++i) acc += a[i] * b[i];
-  return acc;
-}
-
-constexpr int64_t kRowBlock = 16;
-
-}  // namespace
-
 void linear(const float* x, int64_t T, const LinearWeight& w, float* y) {
   DSEEK_CHECK(!w.empty(), "linear on an unbound weight");
-  const int64_t out = w.out, in = w.in;
-  const int64_t blocks = (out + kRowBlock - 1) / kRowBlock;
-#pragma omp parallel
-  {
-    std::vector<float> rows(static_cast<size_t>(kRowBlock * in));
-#pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t r0 = b * kRowBlock;
-      const int64_t n = std::min(kRowBlock, out - r0);
-      decode_rows(w, r0, n, rows.data());
-      for (int64_t t = 0; t < T; ++t) {
-        const float* xt = x + t * in;
-        float* yt = y + t * out + r0;
-        for (int64_t r = 0; r < n; ++r) yt[r] = dot(xt, rows.data() + r * in, in);
-      }
-    }
-  }
+  // The kernels (src/cpu/linear_kernels.h) pick the path by T and the family by cpu::active_isa().
+  const cpu::WeightView v{w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols,
+                          w.group_scales, w.group_size};
+  cpu::linear(x, T, v, y);
 }
 
 void linear_reference(const float* x, int64_t T, const LinearWeight& w, float* y) {

@@ -1,0 +1,131 @@
+// The AVX-512 family (F/BW/VL/DQ): 16 float lanes; the packed product's micro-kernel keeps an
+// 8 token x 32 output tile in 16 zmm accumulators. Compiled with the avx512 flags only
+// (cmake/isa.cmake); reached only when cpu::supported(Isa::kAvx512).
+// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 headers (the "undefined"
+// pass-through operands of unmasked intrinsics): false positives, silenced for this file only.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "base/check.h"
+#include "cpu/linear_kernels.h"
+
+namespace dseek::cpu {
+namespace avx512 {
+namespace {
+
+using V = __m512;
+constexpr int kLanes = 16;
+
+inline V vzero() { return _mm512_setzero_ps(); }
+inline V vset1(float v) { return _mm512_set1_ps(v); }
+inline V vloadu(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstoreu(float* p, V v) { _mm512_storeu_ps(p, v); }
+inline V vfmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+inline float vsum(V v) {
+  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
+}
+inline float f16_scalar(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+template <DType D>
+inline V vraw(const uint8_t* row, int64_t i) {
+  if constexpr (D == DType::kF32) {
+    return _mm512_loadu_ps(row + 4 * i);
+  } else if constexpr (D == DType::kBF16) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  } else if constexpr (D == DType::kF16) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i)));
+  } else if constexpr (D == DType::kF8E4M3) {
+    // e4m3 -> f16 bits exactly: sign-extended byte << 7 puts the sign in bit 15 and
+    // exponent+mantissa in bits 13..7 (f16 exponent bias 15 vs 7: value * 2^-8, subnormals
+    // included); the 2^8 goes into the block scale. NaN bytes never get here (any_fp8_nan).
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i));
+    const __m256i h = _mm256_and_si256(_mm256_slli_epi16(_mm256_cvtepi8_epi16(b), 7),
+                                       _mm256_set1_epi16(static_cast<short>(0xBF80)));
+    return _mm512_cvtph_ps(h);
+  } else if constexpr (D == DType::kI8) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i))));
+  } else {  // q4: 8 bytes -> 16 nibbles in input order (low nibble first), minus 8
+    static_assert(D == DType::kU8);
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + i / 2));
+    const __m128i m = _mm_set1_epi8(0x0f);
+    const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    const __m512i v = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(v, _mm512_set1_epi32(8)));
+  }
+}
+
+// Whether any of n FP8 bytes is a NaN (S.1111.111).
+inline bool any_fp8_nan(const uint8_t* p, int64_t n) {
+  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(-1);
+  __mmask64 hit = 0;
+  for (int64_t i = 0; i < n; i += 64) {
+    const __mmask64 live = n - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (n - i)) - 1;
+    hit |= _mm512_mask_cmpeq_epi8_mask(live, _mm512_or_si512(_mm512_maskz_loadu_epi8(live, p + i), sign), ones);
+  }
+  return hit != 0;
+}
+
+#include "cpu/linear_simd-inl.h"
+
+constexpr int kMr = 8, kNr = 32;
+
+template <int M>
+void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int n) {
+  V acc[M][2];
+  for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t kk = 0; kk < kc; ++kk) {
+    const V w0 = _mm512_loadu_ps(wp + kk * kNr), w1 = _mm512_loadu_ps(wp + kk * kNr + 16);
+    for (int i = 0; i < M; ++i) {
+      const V b = _mm512_set1_ps(xp[kk * kMr + i]);
+      acc[i][0] = _mm512_fmadd_ps(b, w0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(b, w1, acc[i][1]);
+    }
+  }
+  const __mmask16 k0 = n >= 16 ? 0xffff : static_cast<__mmask16>((1u << n) - 1);
+  const __mmask16 k1 = n >= 32 ? 0xffff : n <= 16 ? 0 : static_cast<__mmask16>((1u << (n - 16)) - 1);
+  for (int i = 0; i < M; ++i) {
+    float* ci = c + i * ldc;
+    if (accumulate) {
+      acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(k0, ci));
+      acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(k1, ci + 16));
+    }
+    _mm512_mask_storeu_ps(ci, k0, acc[i][0]);
+    _mm512_mask_storeu_ps(ci + 16, k1, acc[i][1]);
+  }
+}
+
+void micro(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int m, int n) {
+  switch (m) {
+    case 1: return micro_m<1>(xp, wp, kc, c, ldc, accumulate, n);
+    case 2: return micro_m<2>(xp, wp, kc, c, ldc, accumulate, n);
+    case 3: return micro_m<3>(xp, wp, kc, c, ldc, accumulate, n);
+    case 4: return micro_m<4>(xp, wp, kc, c, ldc, accumulate, n);
+    case 5: return micro_m<5>(xp, wp, kc, c, ldc, accumulate, n);
+    case 6: return micro_m<6>(xp, wp, kc, c, ldc, accumulate, n);
+    case 7: return micro_m<7>(xp, wp, kc, c, ldc, accumulate, n);
+    case 8: return micro_m<8>(xp, wp, kc, c, ldc, accumulate, n);
+    default: DSEEK_CHECK(false, "micro-kernel rows {} not in [1, {}]", m, kMr);
+  }
+}
+
+}  // namespace
+}  // namespace avx512
+
+const LinearKernels& avx512_linear_kernels() {
+  static const LinearKernels k{Isa::kAvx512, avx512::gemv, avx512::decode_block, avx512::micro, avx512::kMr,
+                               avx512::kNr};
+  return k;
+}
+
+}  // namespace dseek::cpu

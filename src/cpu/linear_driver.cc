@@ -1,0 +1,156 @@
+// The family-independent half of the matrix kernels: choosing the path by T, splitting output
+// rows across threads in contiguous chunks, and the packed product's blocking (decode a panel
+// of weight rows once, transpose it, reuse it for every token block).
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "base/check.h"
+#include "cpu/linear_kernels.h"
+
+namespace dseek::cpu {
+namespace {
+
+// Below this many multiply-adds a parallel region costs more than it saves.
+constexpr int64_t kParallelMinMacs = int64_t{1} << 16;
+
+// A per-thread float buffer that only grows: allocated on first use, then reused by every call
+// on that thread (no allocation in the steady state). 64-byte aligned.
+class Scratch {
+ public:
+  ~Scratch() { std::free(p_); }
+  float* get(int64_t n) {
+    if (n > cap_) {
+      std::free(p_);
+      cap_ = (n + 15) / 16 * 16;
+      p_ = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(cap_) * sizeof(float)));
+      DSEEK_CHECK(p_ != nullptr, "linear: out of memory for a {}-float scratch buffer", cap_);
+    }
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+  int64_t cap_ = 0;
+};
+
+thread_local Scratch t_xpack, t_rows, t_wpack;
+
+// This thread's share [begin, end) of `n` units split in contiguous chunks of `align` units.
+void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
+  const int64_t nt = omp_get_num_threads(), id = omp_get_thread_num();
+  const int64_t units = (n + align - 1) / align;
+  const int64_t per = (units + nt - 1) / nt;
+  *begin = std::min(n, id * per * align);
+  *end = std::min(n, (id + 1) * per * align);
+}
+
+void gemv(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+  const bool parallel = w.out * w.in * T >= kParallelMinMacs && w.out >= 8;
+#pragma omp parallel if (parallel)
+  {
+    int64_t r0, r1;
+    share(w.out, 4, &r0, &r1);
+    if (r0 < r1) k.gemv(x, T, w, r0, r1, y);
+  }
+}
+
+// Tokens per packed pass: bounds the packed copy of x ([kTc, in] floats); a longer T runs in
+// passes that each decode the weights again (cheap next to 2 * kTc FLOPs per weight).
+constexpr int64_t kTc = 768;
+
+// First, all threads pack x as [in / kKc][T / mr][kc][mr] (zero-padded tokens). Then each thread
+// takes a contiguous range of nr-wide output panels; per block of kKc inputs, each panel's
+// nr x kc weights are decoded (row-major) and transposed to [kc][nr] (zero-padded rows), and the
+// micro-kernel sweeps every token block over it; y accumulates across input blocks.
+void gemm_pass(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+  const int64_t mr = k.mr, nr = k.nr, in = w.in, out = w.out;
+  const int64_t panels = (out + nr - 1) / nr, tblocks = (T + mr - 1) / mr;
+  const int64_t cblocks = (in + kKc - 1) / kKc, slice = tblocks * mr * kKc;
+  float* xp = t_xpack.get(cblocks * slice);  // the calling thread's: shared by the team below
+  const bool parallel = w.out * w.in * T >= kParallelMinMacs && panels >= 2;
+#pragma omp parallel if (parallel)
+  {
+#pragma omp for schedule(static)
+    for (int64_t u = 0; u < cblocks * tblocks; ++u) {
+      const int64_t cb = u / tblocks, tb = u % tblocks, c0 = cb * kKc, kc = std::min(kKc, in - c0);
+      float* dst = xp + cb * slice + tb * mr * kc;
+      for (int64_t i = 0; i < mr; ++i) {
+        const int64_t t = tb * mr + i;
+        if (t < T) {
+          const float* src = x + t * in + c0;
+          for (int64_t kk = 0; kk < kc; ++kk) dst[kk * mr + i] = src[kk];
+        } else {
+          for (int64_t kk = 0; kk < kc; ++kk) dst[kk * mr + i] = 0.0f;
+        }
+      }
+    }
+    int64_t p0, p1;
+    share(panels, 1, &p0, &p1);
+    if (p0 < p1) {
+      float* rows = t_rows.get(nr * kKc);
+      float* wp = t_wpack.get(nr * kKc);
+      for (int64_t cb = 0; cb < cblocks; ++cb) {
+        const int64_t c0 = cb * kKc, kc = std::min(kKc, in - c0);
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t r0 = p * nr, n = std::min(nr, out - r0);
+          k.decode_block(w, r0, n, c0, kc, rows, kc);
+          for (int64_t j = 0; j < n; ++j) {
+            const float* src = rows + j * kc;
+            for (int64_t kk = 0; kk < kc; ++kk) wp[kk * nr + j] = src[kk];
+          }
+          for (int64_t j = n; j < nr; ++j)
+            for (int64_t kk = 0; kk < kc; ++kk) wp[kk * nr + j] = 0.0f;
+          for (int64_t tb = 0; tb < tblocks; ++tb) {
+            const int m = static_cast<int>(std::min(mr, T - tb * mr));
+            k.micro(xp + cb * slice + tb * mr * kc, wp, kc, y + tb * mr * out + r0, out, cb > 0, m,
+                    static_cast<int>(n));
+          }
+        }
+      }
+    }
+  }
+}
+
+void gemm(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+  for (int64_t t0 = 0; t0 < T; t0 += kTc) gemm_pass(k, x + t0 * w.in, std::min(kTc, T - t0), w, y + t0 * w.out);
+}
+
+}  // namespace
+
+const LinearKernels& linear_kernels(Isa isa) {
+  DSEEK_CHECK(supported(isa), "linear kernels for {}: not supported by this CPU", isa_name(isa));
+  switch (isa) {
+    case Isa::kAvx512: return avx512_linear_kernels();
+    case Isa::kAvx2: return avx2_linear_kernels();
+    case Isa::kScalar: break;
+  }
+  return scalar_linear_kernels();
+}
+
+void linear_with(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+  DSEEK_CHECK(w.data != nullptr, "linear on an unbound weight");
+  if (T <= 0 || w.out <= 0) return;
+  if (w.in == 0) {
+    std::fill(y, y + T * w.out, 0.0f);
+    return;
+  }
+  if (w.dtype == DType::kI8 || w.dtype == DType::kU8) {
+    DSEEK_CHECK(w.group_scales != nullptr && w.group_size > 0 && w.in % w.group_size == 0 &&
+                    (w.dtype == DType::kI8 || w.group_size % 2 == 0),
+                "q8/q4 weight without scales or with group size {} not dividing in = {}", w.group_size, w.in);
+  }
+  if (w.dtype == DType::kF8E4M3) DSEEK_CHECK(w.scale_inv != nullptr && w.block_rows > 0 && w.block_cols > 0);
+  if (T <= kGemvMaxTokens) {
+    gemv(k, x, T, w, y);
+  } else {
+    gemm(k, x, T, w, y);
+  }
+}
+
+void linear(const float* x, int64_t T, const WeightView& w, float* y) {
+  linear_with(linear_kernels(active_isa()), x, T, w, y);
+}
+
+}  // namespace dseek::cpu

@@ -1,0 +1,51 @@
+// y [T, out] = x [T, in] . W^T in float32 for every weight format, one kernel table per
+// instruction-set family (cpu_features.h), chosen at run time. See docs/kernels.md.
+//
+// Two paths, picked by T:
+//   T <= kGemvMaxTokens: matrix-vector products that stream each weight byte once (decode).
+//   larger T: a packed product: a panel of nr weight rows x kKc inputs is decoded once into
+//   float32, transposed to [kKc, nr], and reused by an mr x nr register-blocked micro-kernel
+//   for every block of mr tokens (prefill, MoE experts with many routed tokens).
+//
+// Legend: T = tokens, in = input features, out = output features, kc = inputs of one block.
+#pragma once
+
+#include <cstdint>
+
+#include "cpu/cpu_features.h"
+#include "cpu/weight_view.h"
+
+namespace dseek::cpu {
+
+constexpr int kGemvMaxTokens = 4;
+constexpr int64_t kKc = 256;  // inputs per packed block: a [kKc, nr] float panel stays in L1/L2
+
+struct LinearKernels {
+  Isa isa = Isa::kScalar;
+  // y rows [r0, r1) of every token, T in [1, kGemvMaxTokens]; y is [T, w.out].
+  void (*gemv)(const float* x, int64_t T, const WeightView& w, int64_t r0, int64_t r1, float* y) = nullptr;
+  // dst [n, ld] (first k columns written) = decoded w[r0 : r0 + n, c0 : c0 + k]; c0 even.
+  void (*decode_block)(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int64_t k, float* dst,
+                       int64_t ld) = nullptr;
+  // c [m, n] (row stride ldc) = (accumulate ? c : 0) + xp . wp, with xp [kc, mr] (token i of
+  // input kk at kk * mr + i) and wp [kc, nr]; m <= mr, n <= nr; padding lanes of xp/wp are zero.
+  void (*micro)(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int m,
+                int n) = nullptr;
+  int mr = 1, nr = 1;
+};
+
+// The table of a family (must be supported by the CPU).
+const LinearKernels& linear_kernels(Isa isa);
+
+// Whole product with the active family, multithreaded over output rows (OpenMP).
+void linear(const float* x, int64_t T, const WeightView& w, float* y);
+
+// Same with an explicit family: benchmarks and tests compare families in one process.
+void linear_with(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y);
+
+// Per-family tables (defined in linear_{scalar,avx2,avx512}.cc).
+const LinearKernels& scalar_linear_kernels();
+const LinearKernels& avx2_linear_kernels();
+const LinearKernels& avx512_linear_kernels();
+
+}  // namespace dseek::cpu

@@ -1,0 +1,187 @@
+// The matrix-vector kernels and the block decoder, written once and compiled per family: the
+// including file (linear_avx2.cc, linear_avx512.cc) opens its own namespace and defines
+//   V, kLanes, vzero, vset1, vloadu, vstoreu, vfmadd, vmul, vsum, f16_scalar, any_fp8_nan and
+//   template <DType D> V vraw(const uint8_t* row, int64_t i)
+// where vraw loads kLanes unscaled weights starting at input i (i even for q4) from any
+// alignment; FP8 comes back as value * 2^-8 (exact, through f16 bits), the 2^8 goes into the
+// scale, and NaN bytes are not decoded by it: a segment holding one goes element by element.
+// No include guard: included once per family, inside that family's namespace.
+
+constexpr float kFp8Bias = 0x1p8f;
+
+// The scales of one row's segments, located once per row (no divisions in the inner loops).
+template <DType D>
+struct RowScales {
+  const void* p = nullptr;
+  RowScales() = default;
+  RowScales(const WeightView& w, int64_t row) {
+    if constexpr (D == DType::kF8E4M3) {
+      p = w.scale_inv + (row / w.block_rows) * ((w.in + w.block_cols - 1) / w.block_cols);
+    } else if constexpr (D == DType::kI8 || D == DType::kU8) {
+      p = w.group_scales + 2 * row * (w.in / w.group_size);
+    }
+  }
+  float operator[](int64_t seg) const {
+    if constexpr (D == DType::kF8E4M3) return static_cast<const float*>(p)[seg];
+    if constexpr (D == DType::kI8 || D == DType::kU8)
+      return f16_scalar(load_u16(static_cast<const uint8_t*>(p) + 2 * seg));
+    return 1.0f;
+  }
+};
+
+// The scale the vector path multiplies vraw by, or false where the segment must go element by
+// element: a scale that is not finite, or an FP8 scale >= 2^120 (would overflow times 2^8).
+template <DType D>
+inline bool vector_scale(float s, float* out) {
+  *out = D == DType::kF8E4M3 ? s * kFp8Bias : s;
+  return std::isfinite(*out);  // an infinite or NaN scale: element by element, as the reference
+}
+
+// R consecutive rows from row r, T tokens: every weight vector is decoded once and used by T
+// fused multiply-adds; each x vector is loaded once for R rows.
+//
+// Scaled formats with T <= 2 sum a segment's unscaled products first and scale the sum once
+// (s * sum(v x) instead of sum((v s) x)): one multiply per segment instead of one per vector,
+// which is what keeps FP8 and q8 ahead of memory. Rounding differs from the reference only in
+// float32 summation order (the products are exact-scaled by powers of two or exact integers).
+// With more tokens the extra accumulators would not fit in registers.
+template <DType D, int T, int R>
+void gemv_rows(const float* x, const WeightView& w, int64_t r, float* y) {
+  constexpr bool kFold = is_scaled(D) && T <= 2;
+  const int64_t in = w.in, seg = segment_len(w);
+  const uint8_t* rows[R];
+  RowScales<D> scales[R];
+  for (int j = 0; j < R; ++j) rows[j] = row_ptr(w, r + j), scales[j] = RowScales<D>(w, r + j);
+  // One scan of the rows for FP8 NaN bytes (it brings them into L1/L2 for the pass below);
+  // only rows holding one check segment by segment.
+  bool nan_free = true;
+  if constexpr (D == DType::kF8E4M3)
+    for (int j = 0; j < R; ++j) nan_free = nan_free && !any_fp8_nan(rows[j], in);
+  V acc[R][T];
+  float tail[R][T];
+  for (int j = 0; j < R; ++j)
+    for (int t = 0; t < T; ++t) acc[j][t] = vzero(), tail[j][t] = 0.0f;
+  for (int64_t c0 = 0, s = 0; c0 < in; c0 += seg, ++s) {
+    const int64_t c1 = std::min(in, c0 + seg);
+    float sc[R];
+    V sv[R];
+    bool fast = true;
+    if constexpr (is_scaled(D)) {
+      for (int j = 0; j < R; ++j) {
+        sc[j] = scales[j][s];
+        float vs;
+        fast = vector_scale<D>(sc[j], &vs) && fast;
+        if constexpr (D == DType::kF8E4M3)
+          if (!nan_free) fast = fast && !any_fp8_nan(rows[j] + c0, c1 - c0);
+        sv[j] = vset1(vs);
+      }
+    } else {
+      for (int j = 0; j < R; ++j) sc[j] = 1.0f;
+    }
+    int64_t i = c0;
+    if (fast) {
+      if constexpr (kFold) {
+        V sacc[R][T];
+        for (int j = 0; j < R; ++j)
+          for (int t = 0; t < T; ++t) sacc[j][t] = vzero();
+        for (; i + kLanes <= c1; i += kLanes) {
+          V xv[T];
+          for (int t = 0; t < T; ++t) xv[t] = vloadu(x + t * in + i);
+          for (int j = 0; j < R; ++j) {
+            const V wv = vraw<D>(rows[j], i);
+            for (int t = 0; t < T; ++t) sacc[j][t] = vfmadd(wv, xv[t], sacc[j][t]);
+          }
+        }
+        for (int j = 0; j < R; ++j)
+          for (int t = 0; t < T; ++t) acc[j][t] = vfmadd(sacc[j][t], sv[j], acc[j][t]);
+      } else {
+        for (; i + kLanes <= c1; i += kLanes) {
+          V xv[T];
+          for (int t = 0; t < T; ++t) xv[t] = vloadu(x + t * in + i);
+          for (int j = 0; j < R; ++j) {
+            V wv = vraw<D>(rows[j], i);
+            if constexpr (is_scaled(D)) wv = vmul(wv, sv[j]);
+            for (int t = 0; t < T; ++t) acc[j][t] = vfmadd(wv, xv[t], acc[j][t]);
+          }
+        }
+      }
+    }
+    for (; i < c1; ++i) {
+      for (int j = 0; j < R; ++j) {
+        const float v = raw_element<D>(rows[j], i) * sc[j];
+        for (int t = 0; t < T; ++t) tail[j][t] += v * x[t * in + i];
+      }
+    }
+  }
+  for (int j = 0; j < R; ++j)
+    for (int t = 0; t < T; ++t) y[t * w.out + r + j] = vsum(acc[j][t]) + tail[j][t];
+}
+
+constexpr int kGemvRows = 4;
+
+template <DType D, int T>
+void gemv_tokens(const float* x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
+  int64_t r = r0;
+  for (; r + kGemvRows <= r1; r += kGemvRows) gemv_rows<D, T, kGemvRows>(x, w, r, y);
+  for (; r < r1; ++r) gemv_rows<D, T, 1>(x, w, r, y);
+}
+
+template <DType D>
+void gemv_t(const float* x, int64_t T, const WeightView& w, int64_t r0, int64_t r1, float* y) {
+  switch (T) {
+    case 1: return gemv_tokens<D, 1>(x, w, r0, r1, y);
+    case 2: return gemv_tokens<D, 2>(x, w, r0, r1, y);
+    case 3: return gemv_tokens<D, 3>(x, w, r0, r1, y);
+    case 4: return gemv_tokens<D, 4>(x, w, r0, r1, y);
+    default: DSEEK_CHECK(false, "gemv with T = {} > {}", T, kGemvMaxTokens);
+  }
+}
+
+template <DType D>
+void decode_block_t(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int64_t k, float* dst, int64_t ld) {
+  const int64_t seg = segment_len(w);
+  for (int64_t j = 0; j < n; ++j) {
+    const uint8_t* row = row_ptr(w, r0 + j);
+    const RowScales<D> scales(w, r0 + j);
+    float* d = dst + j * ld - c0;
+    for (int64_t i = c0; i < c0 + k;) {
+      const int64_t s = i / seg, end = std::min(c0 + k, (s + 1) * seg);
+      const float sc = scales[s];
+      float vs;
+      if (vector_scale<D>(sc, &vs) && (D != DType::kU8 || i % 2 == 0) &&
+          (D != DType::kF8E4M3 || !any_fp8_nan(row + i, end - i))) {
+        const V sv = vset1(vs);
+        for (; i + kLanes <= end; i += kLanes) {
+          const V v = vraw<D>(row, i);
+          vstoreu(d + i, is_scaled(D) ? vmul(v, sv) : v);
+        }
+      }
+      for (; i < end; ++i) d[i] = raw_element<D>(row, i) * sc;
+    }
+  }
+}
+
+#define DSEEK_FOR_EACH_FORMAT(F) F(kF32) F(kBF16) F(kF16) F(kF8E4M3) F(kI8) F(kU8)
+
+inline void gemv(const float* x, int64_t T, const WeightView& w, int64_t r0, int64_t r1, float* y) {
+  switch (w.dtype) {
+#define DSEEK_CASE(d) \
+  case DType::d: return gemv_t<DType::d>(x, T, w, r0, r1, y);
+    DSEEK_FOR_EACH_FORMAT(DSEEK_CASE)
+#undef DSEEK_CASE
+    default: DSEEK_CHECK(false, "linear: no kernel for weight dtype {}", dtype_name(w.dtype));
+  }
+}
+
+inline void decode_block(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int64_t k, float* dst,
+                         int64_t ld) {
+  switch (w.dtype) {
+#define DSEEK_CASE(d) \
+  case DType::d: return decode_block_t<DType::d>(w, r0, n, c0, k, dst, ld);
+    DSEEK_FOR_EACH_FORMAT(DSEEK_CASE)
+#undef DSEEK_CASE
+    default: DSEEK_CHECK(false, "linear: no kernel for weight dtype {}", dtype_name(w.dtype));
+  }
+}
+
+#undef DSEEK_FOR_EACH_FORMAT

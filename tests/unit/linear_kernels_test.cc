@@ -1,0 +1,256 @@
+// Every matrix-kernel family (scalar, AVX2, AVX-512: those this CPU has) x every weight format x
+// both paths (matrix-vector for T <= 4, packed product above) against ops::linear_reference
+// (one double-precision dot product at a time over ops::decode_rows). The kernels decode each
+// weight to the same float32 number as decode_rows, so the only difference allowed is float32
+// summation order: |fast - ref| <= 1e-5 * sum_i |x_i w_i| (plus a tiny absolute floor).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "base/float_types.h"
+#include "cpu/cpu_features.h"
+#include "cpu/linear_kernels.h"
+#include "ops/linear.h"
+
+namespace dseek {
+namespace {
+
+using cpu::Isa;
+using ops::LinearWeight;
+
+// A weight with its bytes at an odd address (mapped safetensors promise no alignment).
+struct TestWeight {
+  std::vector<uint8_t> bytes, scale_bytes;
+  std::vector<float> scales;  // FP8 block scales
+  LinearWeight w;
+};
+
+constexpr size_t kMisalign = 3;
+
+TestWeight make_weight(DType dtype, int64_t out, int64_t in, std::mt19937& rng, int64_t block_rows = 128,
+                       int64_t block_cols = 128, int64_t group = 32, float fp8_scale = 0.05f) {
+  TestWeight t;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  std::uniform_real_distribution<float> uni(0.5f, 1.5f);
+  int64_t nbytes = 0;
+  switch (dtype) {
+    case DType::kF32: nbytes = out * in * 4; break;
+    case DType::kBF16:
+    case DType::kF16: nbytes = out * in * 2; break;
+    case DType::kU8: nbytes = out * in / 2; break;
+    default: nbytes = out * in; break;
+  }
+  t.bytes.resize(static_cast<size_t>(nbytes) + kMisalign);
+  uint8_t* d = t.bytes.data() + kMisalign;
+  for (int64_t i = 0; i < out * in; ++i) {
+    const float v = normal(rng);
+    switch (dtype) {
+      case DType::kF32: std::memcpy(d + 4 * i, &v, 4); break;
+      case DType::kBF16: {
+        const uint16_t h = f32_to_bf16(v);
+        std::memcpy(d + 2 * i, &h, 2);
+        break;
+      }
+      case DType::kF16: {
+        const uint16_t h = f32_to_f16(v);
+        std::memcpy(d + 2 * i, &h, 2);
+        break;
+      }
+      case DType::kF8E4M3: {  // every byte but the two NaNs: normals, subnormals, zeros
+        uint8_t b;
+        do b = static_cast<uint8_t>(byte(rng)); while ((b & 0x7f) == 0x7f);
+        d[i] = b;
+        break;
+      }
+      default: break;
+    }
+  }
+  if (dtype == DType::kI8 || dtype == DType::kU8)
+    for (int64_t i = 0; i < nbytes; ++i) d[i] = static_cast<uint8_t>(byte(rng));
+  t.w.dtype = dtype;
+  t.w.out = out;
+  t.w.in = in;
+  t.w.data = d;
+  if (dtype == DType::kF8E4M3) {
+    t.w.block_rows = block_rows;
+    t.w.block_cols = block_cols;
+    const int64_t n = ((out + block_rows - 1) / block_rows) * t.w.scale_cols();
+    for (int64_t i = 0; i < n; ++i) t.scales.push_back(fp8_scale * uni(rng));
+    t.w.scale_inv = t.scales.data();
+  }
+  if (dtype == DType::kI8 || dtype == DType::kU8) {
+    t.w.group_size = group;
+    const int64_t n = out * (in / group);
+    t.scale_bytes.resize(static_cast<size_t>(2 * n) + 1);
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t h = f32_to_f16(0.02f * uni(rng));
+      std::memcpy(t.scale_bytes.data() + 1 + 2 * i, &h, 2);  // odd address too
+    }
+    t.w.group_scales = t.scale_bytes.data() + 1;
+  }
+  return t;
+}
+
+// sum_i |x_i w_i| per (t, r): the scale of the float32 rounding a dot product may carry.
+std::vector<double> magnitude(const std::vector<float>& x, int64_t T, const LinearWeight& w) {
+  std::vector<float> row(static_cast<size_t>(w.in));
+  std::vector<double> m(static_cast<size_t>(T * w.out));
+  for (int64_t r = 0; r < w.out; ++r) {
+    ops::decode_rows(w, r, 1, row.data());
+    for (int64_t t = 0; t < T; ++t) {
+      double s = 0;
+      for (int64_t i = 0; i < w.in; ++i) s += std::fabs(static_cast<double>(x[t * w.in + i]) * row[i]);
+      m[t * w.out + r] = s;
+    }
+  }
+  return m;
+}
+
+// Compares linear (active family) with the reference; NaN/Inf must match where the reference has them.
+void expect_matches_reference(const LinearWeight& w, int64_t T, std::mt19937& rng, const std::string& what) {
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(static_cast<size_t>(T * w.in));
+  for (float& v : x) v = normal(rng);
+  std::vector<float> y(static_cast<size_t>(T * w.out), -7.0f), ref(y.size());
+  ops::linear(x.data(), T, w, y.data());
+  ops::linear_reference(x.data(), T, w, ref.data());
+  const std::vector<double> mag = magnitude(x, T, w);
+  int bad = 0;
+  for (size_t i = 0; i < y.size() && bad < 5; ++i) {
+    if (std::isnan(ref[i])) {
+      if (!std::isnan(y[i])) ++bad, ADD_FAILURE() << what << " [" << i << "]: " << y[i] << ", reference NaN";
+      continue;
+    }
+    if (std::isinf(ref[i])) {
+      if (y[i] != ref[i]) ++bad, ADD_FAILURE() << what << " [" << i << "]: " << y[i] << ", reference " << ref[i];
+      continue;
+    }
+    const double tol = 1e-5 * mag[i] + 1e-30;
+    if (!(std::fabs(static_cast<double>(y[i]) - ref[i]) <= tol))
+      ++bad, ADD_FAILURE() << what << " t=" << i / w.out << " r=" << i % w.out << ": " << y[i] << " vs "
+                           << ref[i] << " (tol " << tol << ")";
+  }
+}
+
+struct IsaGuard {
+  Isa saved = cpu::active_isa();
+  ~IsaGuard() { cpu::set_active_isa(saved); }
+};
+
+const int64_t kTokens[] = {1, 2, 3, 5, 17, 64, 130};
+const int64_t kOuts[] = {1, 7, 33};
+
+std::string name(Isa isa, DType d, int64_t out, int64_t in, int64_t T) {
+  return std::string(cpu::isa_name(isa)) + " " + std::string(dtype_name(d)) + " [" + std::to_string(out) + "," +
+         std::to_string(in) + "] T=" + std::to_string(T);
+}
+
+void sweep(DType d, std::initializer_list<int64_t> ins) {
+  IsaGuard guard;
+  std::mt19937 rng(1234);
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (int64_t out : kOuts)
+      for (int64_t in : ins) {
+        TestWeight t = make_weight(d, out, in, rng);
+        for (int64_t T : kTokens) expect_matches_reference(t.w, T, rng, name(isa, d, out, in, T));
+      }
+    // Several output panels and a partial one, several input blocks and a partial one.
+    TestWeight t = make_weight(d, 130, *std::rbegin(ins), rng);
+    for (int64_t T : {1, 4, 9, 130}) expect_matches_reference(t.w, T, rng, name(isa, d, 130, t.w.in, T));
+  }
+}
+
+TEST(LinearKernels, F32) { sweep(DType::kF32, {7, 77, 300, 520}); }
+TEST(LinearKernels, BF16) { sweep(DType::kBF16, {7, 77, 300, 520}); }
+TEST(LinearKernels, F16) { sweep(DType::kF16, {7, 77, 300, 520}); }
+TEST(LinearKernels, Fp8) { sweep(DType::kF8E4M3, {7, 77, 300, 520}); }
+TEST(LinearKernels, Q8) { sweep(DType::kI8, {32, 96, 288, 544}); }
+TEST(LinearKernels, Q4) { sweep(DType::kU8, {32, 96, 288, 544}); }
+
+// FP8 with small blocks: partial blocks at both edges, block widths that are not a multiple of
+// the vector width (element-by-element segments), and scales >= 2^8 (the vector path's 2^120
+// bias would overflow: those segments must fall back, not produce infinities).
+TEST(LinearKernels, Fp8OddBlocksAndLargeScales) {
+  IsaGuard guard;
+  std::mt19937 rng(77);
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (auto [br, bc, scale] : {std::tuple{16, 32, 0.05f}, std::tuple{5, 24, 0.05f}, std::tuple{128, 128, 300.0f}}) {
+      TestWeight t = make_weight(DType::kF8E4M3, 37, 101, rng, br, bc, 32, scale);
+      for (int64_t T : kTokens)
+        expect_matches_reference(t.w, T, rng, name(isa, DType::kF8E4M3, 37, 101, T) + " blocks " +
+                                                  std::to_string(br) + "x" + std::to_string(bc));
+    }
+  }
+}
+
+// Group sizes other than 32 (q4 needs an even one).
+TEST(LinearKernels, QuantizedGroupSizes) {
+  IsaGuard guard;
+  std::mt19937 rng(99);
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (DType d : {DType::kI8, DType::kU8})
+      for (int64_t group : {2, 10, 64, 128}) {
+        TestWeight t = make_weight(d, 9, 640, rng, 128, 128, group);
+        for (int64_t T : kTokens)
+          expect_matches_reference(t.w, T, rng, name(isa, d, 9, 640, T) + " group " + std::to_string(group));
+      }
+  }
+}
+
+// A NaN or an infinity in one weight (or, for q8/q4, in one group scale) reaches that row's
+// outputs as it does in the reference, on both paths, and leaves the other rows alone.
+TEST(LinearKernels, NanAndInfPropagate) {
+  IsaGuard guard;
+  std::mt19937 rng(5);
+  const uint16_t f16_nan = 0x7e00, f16_inf = 0x7c00, bf16_inf = 0x7f80;
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8})
+      for (bool inf : {false, true}) {
+        if (inf && d == DType::kF8E4M3) continue;  // e4m3fn has no infinity
+        TestWeight t = make_weight(d, 20, 96, rng);
+        uint8_t* data = t.bytes.data() + kMisalign;
+        const int64_t row = 13, col = 50;
+        switch (d) {
+          case DType::kF32: {
+            const float v = inf ? INFINITY : NAN;
+            std::memcpy(data + 4 * (row * 96 + col), &v, 4);
+            break;
+          }
+          case DType::kBF16: std::memcpy(data + 2 * (row * 96 + col), inf ? &bf16_inf : &f16_nan, 2); break;
+          case DType::kF16: std::memcpy(data + 2 * (row * 96 + col), inf ? &f16_inf : &f16_nan, 2); break;
+          case DType::kF8E4M3: data[row * 96 + col] = 0xff; break;
+          default:  // group scale
+            std::memcpy(t.scale_bytes.data() + 1 + 2 * (row * 3 + 1), inf ? &f16_inf : &f16_nan, 2);
+            break;
+        }
+        for (int64_t T : {1, 3, 17})
+          expect_matches_reference(t.w, T, rng, name(isa, d, 20, 96, T) + (inf ? " inf" : " nan"));
+      }
+  }
+}
+
+// Large enough for several threads and several panels per thread on the packed path, with T
+// around the path switch.
+TEST(LinearKernels, ThreadedShapes) {
+  IsaGuard guard;
+  std::mt19937 rng(11);
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (DType d : {DType::kBF16, DType::kF8E4M3, DType::kU8}) {
+      TestWeight t = make_weight(d, 300, 768, rng);
+      for (int64_t T : {1, 4, 5, 33}) expect_matches_reference(t.w, T, rng, name(isa, d, 300, 768, T));
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dseek
