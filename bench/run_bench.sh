@@ -5,7 +5,7 @@
 #   bench/run_bench.sh CONFIG [bf16|fp8|f32|q8|q4] [dseek bench options...]
 #   bench/run_bench.sh bench/configs/v2-lite-fp8.json fp8 -p 512 -n 128
 #   bench/run_bench.sh bench/configs/v2-lite.json q4 -p 512 -n 128
-#   bench/run_bench.sh bench/configs/v32-slice.json bf16 --ctx 16384 -p 1 -n 16
+#   bench/run_bench.sh bench/configs/v32-slice.json bf16 --ctx 16384 --ctx-fill random -p 1 -n 16
 #
 # The checkpoint goes to .deps/bench/<config name>[-<dtype>] (ignored by git), made with
 # `dseek init CONFIG DIR --test-init [--dtype DTYPE]`. What that costs, on the 2-core dev

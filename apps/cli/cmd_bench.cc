@@ -1,4 +1,5 @@
-// `dseek bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--ctx N] [--reps R] [--cache-type-k T] [--json]`:
+// `dseek bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--ctx N] [--ctx-fill compute|random] [--reps R]
+//  [--cache-type-k T] [--json]`:
 // prefill and decode speed on random tokens, set against this machine's measured memory read
 // bandwidth and peak FMA throughput (see docs/bench.md for the method of each figure).
 #include <omp.h>
@@ -22,6 +23,7 @@ namespace {
 struct BenchArgs {
   std::string model;
   std::string cache_type_k = "f32";
+  std::string ctx_fill = "compute";
   bench::RunOptions run;
   int threads = 0;
   bool json = false, no_verify = false;
@@ -34,6 +36,7 @@ Status run_bench(const BenchArgs& a) {
   bench::Report r;
   r.model_dir = a.model;
   r.options = a.run;
+  r.options.random_context = a.ctx_fill == "random";
   r.threads = omp_get_max_threads();
 
   Stopwatch load_clock;
@@ -48,7 +51,7 @@ Status run_bench(const BenchArgs& a) {
   r.active = bench::active_weight_bytes_per_token(c, m->weights().checkpoint());
   r.flops = bench::prefill_flops(c, a.run.prompt, a.run.context);
 
-  DSEEK_ASSIGN_OR_RETURN(r.run, bench::run_model(*m, a.run));
+  DSEEK_ASSIGN_OR_RETURN(r.run, bench::run_model(*m, r.options));
   // Peak RSS of loading and running the model: taken before the bandwidth buffer exists.
   r.peak_rss_bytes = bench::peak_rss_bytes();
 
@@ -76,6 +79,10 @@ void register_bench(CLI::App& app, Runner* run) {
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--ctx", a->run.context, "Tokens of context prefilled (untimed) before the prompt")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  cmd->add_option("--ctx-fill", a->ctx_fill,
+                  "How the --ctx rows are made: compute (a real prefill) or random (random cache rows: "
+                  "decode then reads what it would at that depth, without the prefill's minutes)")
+      ->check(CLI::IsMember({"compute", "random"}))->capture_default_str();
   cmd->add_option("--reps", a->run.reps, "Repetitions of prefill and decode; the fastest is reported")
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--seed", a->run.seed, "Seed of the random token ids")->capture_default_str();

@@ -64,7 +64,11 @@ Expected<RunResult> run_model(const model::Model& m, const RunOptions& o) {
   auto session = m.new_session(total);
   if (!context.empty()) {
     Stopwatch clock;
-    DSEEK_RETURN_IF_ERROR(m.forward(*session, context, fwd, &logits));
+    if (o.random_context) {
+      DSEEK_RETURN_IF_ERROR(session->append_random_rows(context, o.seed));
+    } else {
+      DSEEK_RETURN_IF_ERROR(m.forward(*session, context, fwd, &logits));
+    }
     r.context_seconds = clock.seconds();
   }
   r.prefill_seconds = r.decode_seconds = std::numeric_limits<double>::infinity();
@@ -107,8 +111,8 @@ std::string format_report(const Report& r) {
                    r.load_seconds);
   s += fmt::format("threads:     {}\n", r.threads);
   if (o.context > 0)
-    s += fmt::format("context:     {} tokens prefilled first ({:.2f} s, not timed below)\n", o.context,
-                     r.run.context_seconds);
+    s += fmt::format("context:     {} tokens {} first ({:.2f} s, not timed below)\n", o.context,
+                     o.random_context ? "of random cache rows written" : "prefilled", r.run.context_seconds);
   s += fmt::format("prefill:     {:>10.2f} tokens/s   {} tokens in {:.3f} s (best of {})\n",
                    r.run.prefill_tokens_per_second, o.prompt, r.run.prefill_seconds, std::max(o.reps, 1));
   s += fmt::format("decode:      {:>10.2f} tokens/s   {} tokens in {:.3f} s, {:.1f} ms/token, after {} tokens\n",
@@ -159,6 +163,7 @@ std::string report_json(const Report& r) {
       {"prompt_tokens", o.prompt},
       {"decode_tokens", o.decode},
       {"context_tokens", o.context},
+      {"context_fill", o.random_context ? "random" : "compute"},
       {"reps", std::max(o.reps, 1)},
       {"seed", o.seed},
       {"load_seconds", r.load_seconds},

@@ -18,6 +18,7 @@ struct RunOptions {
   int64_t prompt = 512;   // prefill length (>= 1)
   int64_t decode = 128;   // tokens decoded one at a time after the prompt (>= 0)
   int64_t context = 0;    // tokens prefilled (untimed) before the prompt, for long-context runs
+  bool random_context = false;  // context rows drawn at random (Session::append_random_rows), not computed
   int reps = 1;           // each measurement repeated; the fastest repetition is reported
   uint64_t seed = 1234;   // the random prompt and context token ids
 };

@@ -53,6 +53,12 @@ class Session {
   int64_t reuse_prefix(std::span<const int32_t> prompt);
   kv::LatentCache& cache() { return cache_; }
   const kv::LatentCache& cache() const { return cache_; }
+  // For long-context benchmarks: appends `tokens` with cache rows drawn at random (seeded)
+  // instead of computed: latent rows ~N(0, 1) as after kv_a_layernorm, and for V3.2 indexer
+  // keys ~N(0, 1) quantized to FP8 as after its LayerNorm and Hadamard rotation. What a later
+  // decode step reads and costs is the same as after a real prefill; what it computes is not
+  // meaningful. Errors as LatentCache::reserve_next (context or pool full).
+  Status append_random_rows(std::span<const int32_t> tokens, uint64_t seed);
 
  private:
   friend class Model;

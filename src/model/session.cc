@@ -1,10 +1,18 @@
 // Session's prefix bookkeeping: the chain key of every full page, publication of pages as they
 // fill, and adoption of pages other sessions published (model/deepseek.h, kv/page_pool.h).
 #include <algorithm>
+#include <random>
+#include <vector>
 
+#include "kv/latent_codec.h"
 #include "model/deepseek.h"
+#include "ops/fp8.h"
 
 namespace dseek::model {
+
+namespace {
+constexpr int64_t kIndexQuantBlock = 128;  // one FP8 scale per 128 indexer key values (indexer.cc)
+}  // namespace
 
 void Session::truncate(int64_t n) {
   cache_.truncate(n);
@@ -24,6 +32,31 @@ void Session::publish_full_pages() {
     if (shared_) pool.publish(cache_.pages()[static_cast<size_t>(i)], parent, page_tokens);
     keys_.push_back(kv::PagePool::chain_key(parent, page_tokens));
   }
+}
+
+Status Session::append_random_rows(std::span<const int32_t> tokens, uint64_t seed) {
+  const auto n = static_cast<int64_t>(tokens.size());
+  DSEEK_RETURN_IF_ERROR(cache_.reserve_next(n));
+  const cpu::LatentLayout& layout = cache_.latent_layout();
+  const int64_t width = cache_.latent_width(), index_dim = cache_.index_dim(), p0 = cache_.length();
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> row(static_cast<size_t>(std::max(width, index_dim)));
+  for (int64_t layer = 0; layer < cache_.num_layers(); ++layer) {
+    for (int64_t p = p0; p < p0 + n; ++p) {
+      for (int64_t i = 0; i < width; ++i) row[i] = normal(rng);
+      kv::encode_latent_row(layout, row.data(), cache_.latent_bytes(layer, p));
+      if (index_dim > 0) {
+        for (int64_t i = 0; i < index_dim; ++i) row[i] = normal(rng);
+        ops::fp8_quantize_blocks(row.data(), index_dim, kIndexQuantBlock, /*pow2_scale=*/true,
+                                 cache_.index_key(layer, p), cache_.index_scale(layer, p));
+      }
+    }
+  }
+  cache_.commit(n);
+  tokens_.insert(tokens_.end(), tokens.begin(), tokens.end());
+  publish_full_pages();
+  return {};
 }
 
 int64_t Session::reuse_prefix(std::span<const int32_t> prompt) {

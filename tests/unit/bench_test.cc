@@ -5,7 +5,10 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
+#include <span>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -13,7 +16,10 @@
 #include "bench/machine.h"
 #include "bench/model_cost.h"
 #include "io/checkpoint.h"
+#include "cpu/attention_format.h"
+#include "kv/cache_type.h"
 #include "model/config.h"
+#include "model/deepseek.h"
 #include "model/tensor_table.h"
 
 namespace dseek::bench {
@@ -151,6 +157,59 @@ TEST(BenchConfigs, ParameterCountsAsDocumented) {
   EXPECT_NEAR(count("v2-lite-fp8.json") / 1e9, 15.7, 0.05);
   EXPECT_EQ(count("v3-slice.json"), 6301744200);
   EXPECT_EQ(count("v32-slice.json"), 6357581896);
+  EXPECT_EQ(count("v3-slice-fp8.json"), 6301744200);
+  EXPECT_EQ(count("v32-slice-fp8.json"), 6357581896);
+}
+
+// --ctx-fill random: rows that look like the model's (latent ~N(0, 1) in the cache's type,
+// indexer keys FP8 with power-of-two scales), the session's length and tokens as after a
+// prefill, and a decode step after them works and reads them.
+TEST(RandomContext, RowsLookLikeAPrefillsAndDecodeRunsOnThem) {
+  for (const std::string name : {"tiny-v32", "tiny-v3"}) {
+    for (const kv::CacheType type : {kv::CacheType::kF32, kv::CacheType::kFp8}) {
+      auto m = model::Model::load(golden_model(name));
+      ASSERT_TRUE(m.ok()) << m.status().message();
+      auto session = std::make_unique<model::Session>((*m)->config(), 64, type);
+      const std::vector<int32_t> context = {5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24};
+      ASSERT_TRUE(session->append_random_rows(context, 7).ok());
+      EXPECT_EQ(session->length(), 20);
+      EXPECT_EQ(session->tokens(), context);
+      const kv::LatentCache& cache = session->cache();
+      std::vector<float> row(static_cast<size_t>(cache.latent_width()));
+      double sum = 0, sum2 = 0;
+      int64_t count = 0;
+      for (int64_t layer = 0; layer < cache.num_layers(); ++layer) {
+        for (int64_t p = 0; p < 20; ++p) {
+          cpu::decode_latent_row(cache.latent_layout(), cache.latent_bytes(layer, p), row.data());
+          for (float v : row) sum += v, sum2 += static_cast<double>(v) * v, ++count;
+          for (int64_t b = 0; b < cache.index_dim() / 128; ++b) {
+            const float scale = cache.index_scale(layer, p)[b];
+            EXPECT_GT(scale, 0.0f);
+            EXPECT_EQ(std::exp2(std::round(std::log2(scale))), scale) << "a power of two";
+          }
+        }
+      }
+      const double mean = sum / static_cast<double>(count), var = sum2 / static_cast<double>(count) - mean * mean;
+      EXPECT_NEAR(mean, 0.0, 0.05) << name;
+      EXPECT_NEAR(var, 1.0, 0.1) << name;
+      EXPECT_EQ(cache.index_dim() > 0, name == "tiny-v32");
+
+      std::vector<float> logits;
+      const int32_t next = 30;
+      ASSERT_TRUE((*m)->forward(*session, std::span(&next, 1), {}, &logits).ok());
+      EXPECT_EQ(session->length(), 21);
+      for (float l : logits) ASSERT_TRUE(std::isfinite(l));
+      // The rows are read: other random rows give other logits.
+      auto other = std::make_unique<model::Session>((*m)->config(), 64, type);
+      ASSERT_TRUE(other->append_random_rows(context, 8).ok());
+      std::vector<float> other_logits;
+      ASSERT_TRUE((*m)->forward(*other, std::span(&next, 1), {}, &other_logits).ok());
+      EXPECT_NE(logits, other_logits);
+      // Past the session's room: the reserve error, nothing appended.
+      EXPECT_FALSE(session->append_random_rows(std::vector<int32_t>(50, 1), 9).ok());
+      EXPECT_EQ(session->length(), 21);
+    }
+  }
 }
 
 TEST(Machine, ReadBandwidthIsPlausible) {
