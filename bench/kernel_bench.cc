@@ -4,6 +4,8 @@
 // weight bytes streamed, against this machine's measured read bandwidth; the packed product at
 // T = 512 (and an MoE-sized T = 32) as GFLOP/s, against the measured FP32 FMA peak; and the
 // previous implementation (decode 16 rows to float, dot products) in the same run for a ratio.
+// q8/q4 also get a row "int8": the integer dot-product path (AVX-512 VNNI, linear_int8.h), x
+// quantization included; the family rows run the float path (DSEEK_INT8_DOT=0 equivalent).
 // Weights are random, several copies cycled so that they come from memory, not from the cache.
 #include <omp.h>
 
@@ -23,6 +25,7 @@
 #include "base/float_types.h"
 #include "bench/machine.h"
 #include "cpu/cpu_features.h"
+#include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 #include "ops/linear.h"
 
@@ -202,6 +205,12 @@ int main(int argc, char** argv) {
   std::printf("\none core, per CPU-second (robust under load): FMA %.1f GFLOP/s\n", core_fma / 1e9);
   std::printf("matvec [out 128, in 1024] GB/s per core: %-8s", "format");
   for (cpu::Isa isa : cpu::supported_isas()) std::printf(" %9s T=1 T=4", std::string(cpu::isa_name(isa)).c_str());
+  // The integer dot-product path (q8/q4, AVX-512 VNNI), x quantization included.
+  const cpu::LinearKernels* int8k =
+      cpu::supported(cpu::Isa::kAvx512) && cpu::linear_kernels(cpu::Isa::kAvx512).gemv_int8 != nullptr
+          ? &cpu::linear_kernels(cpu::Isa::kAvx512)
+          : nullptr;
+  if (int8k != nullptr) std::printf(" %9s T=1 T=4 (kernel only)", "int8");
   std::printf("\n");
   for (DType d : dtypes) {
     if (!matvec) break;
@@ -219,6 +228,26 @@ int main(int argc, char** argv) {
         });
         std::printf(" %6.1f", 10.0 * static_cast<double>(m.bytes) / s / 1e9);
       }
+    }
+    if (int8k != nullptr && (d == DType::kI8 || d == DType::kU8)) {
+      const cpu::WeightView v{m.w.dtype, m.w.out, m.w.in, m.w.data, m.w.scale_inv, m.w.block_rows,
+                              m.w.block_cols, m.w.group_scales, m.w.group_size};
+      std::vector<float> buf((cpu::int8_x_bytes(4, v) + 3) / 4 + 16);
+      void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) / 64 * 64);
+      std::printf("  %-6s", "int8");
+      for (bool whole : {true, false})
+        for (int64_t T : {1, 4}) {
+          const cpu::Int8X q = cpu::prepare_int8_x(T, v, aligned);
+          int8k->quantize_x(x.data(), v, q);
+          const double s = best_cpu_time(200, [&] {
+            for (int rep = 0; rep < 10; ++rep) {
+              if (whole) int8k->quantize_x(x.data(), v, cpu::prepare_int8_x(T, v, aligned));
+              int8k->gemv_int8(q, v, 0, 128, y.data());
+            }
+          });
+          const char* fmt = whole ? " %6.1f" : T == 1 ? " (%5.1f" : " %5.1f)";
+          std::printf(fmt, 10.0 * static_cast<double>(m.bytes) / s / 1e9);
+        }
     }
     std::printf("\n");
   }
@@ -265,13 +294,21 @@ int main(int argc, char** argv) {
       }
       std::printf("   load %.2f\n", load_average());
     };
+    const bool int8_on = cpu::int8_dot_enabled();
     for (cpu::Isa isa : cpu::supported_isas()) {
       const cpu::LinearKernels& k = cpu::linear_kernels(isa);
-      row(std::string(cpu::isa_name(isa)).c_str(), [&](const float* xx, int64_t T, const ops::LinearWeight& w, float* yy) {
+      auto run = [&](const float* xx, int64_t T, const ops::LinearWeight& w, float* yy) {
         const cpu::WeightView v{w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols,
                                 w.group_scales, w.group_size};
         cpu::linear_with(k, xx, T, v, yy);
-      });
+      };
+      cpu::set_int8_dot(false);  // the family's float path
+      row(std::string(cpu::isa_name(isa)).c_str(), run);
+      cpu::set_int8_dot(true);
+      if (cpu::int8_dot_used(k, cpu::WeightView{d, 4096, 7168, ws[0].w.data, nullptr, 128, 128,
+                                                ws[0].w.group_scales, ws[0].w.group_size}))
+        row("int8", run);
+      cpu::set_int8_dot(int8_on);
     }
     row("old", old_linear);
   }

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 
 namespace dseek::cpu {
@@ -123,8 +124,11 @@ void micro(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, 
 }  // namespace avx512
 
 const LinearKernels& avx512_linear_kernels() {
-  static const LinearKernels k{Isa::kAvx512, avx512::gemv, avx512::decode_block, avx512::micro, avx512::kMr,
-                               avx512::kNr};
+  static const LinearKernels k = [] {
+    LinearKernels t{Isa::kAvx512, avx512::gemv, avx512::decode_block, avx512::micro, avx512::kMr, avx512::kNr};
+    if (features().avx512_vnni) t.quantize_x = avx512_int8_quantize_x, t.gemv_int8 = avx512_int8_gemv;
+    return t;
+  }();
   return k;
 }
 

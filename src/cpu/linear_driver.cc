@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "base/check.h"
+#include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 
 namespace dseek::cpu {
@@ -35,7 +36,7 @@ class Scratch {
   int64_t cap_ = 0;
 };
 
-thread_local Scratch t_xpack, t_rows, t_wpack;
+thread_local Scratch t_xpack, t_rows, t_wpack, t_int8;
 
 // This thread's share [begin, end) of `n` units split in contiguous chunks of `align` units.
 void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
@@ -48,6 +49,18 @@ void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
 
 void gemv(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
   const bool parallel = w.out * w.in * T >= kParallelMinMacs && w.out >= 8;
+  if (int8_dot_used(k, w)) {
+    // x is quantized once, by the calling thread, into its buffer; the team shares it.
+    const Int8X q = prepare_int8_x(T, w, t_int8.get(static_cast<int64_t>(int8_x_bytes(T, w) + 3) / 4));
+    k.quantize_x(x, w, q);
+#pragma omp parallel if (parallel)
+    {
+      int64_t r0, r1;
+      share(w.out, 4, &r0, &r1);
+      if (r0 < r1) k.gemv_int8(q, w, r0, r1, y);
+    }
+    return;
+  }
 #pragma omp parallel if (parallel)
   {
     int64_t r0, r1;

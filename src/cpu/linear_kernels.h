@@ -17,6 +17,8 @@
 
 namespace dseek::cpu {
 
+struct Int8X;  // linear_int8.h
+
 constexpr int kGemvMaxTokens = 4;
 constexpr int64_t kKc = 256;  // inputs per packed block: a [kKc, nr] float panel stays in L1/L2
 
@@ -32,6 +34,11 @@ struct LinearKernels {
   void (*micro)(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int m,
                 int n) = nullptr;
   int mr = 1, nr = 1;
+  // The integer dot-product path for q8/q4 at T <= kGemvMaxTokens (linear_int8.h); null where the
+  // family or the CPU has none. quantize_x fills x (laid out by prepare_int8_x) once per call from
+  // float x [T, in]; gemv_int8 writes y rows [r0, r1) of every token, like gemv.
+  void (*quantize_x)(const float* x, const WeightView& w, const Int8X& q) = nullptr;
+  void (*gemv_int8)(const Int8X& q, const WeightView& w, int64_t r0, int64_t r1, float* y) = nullptr;
 };
 
 // The table of a family (must be supported by the CPU).

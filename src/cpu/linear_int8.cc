@@ -1,0 +1,111 @@
+// The family-independent half of the integer dot-product path: when it runs, and where the
+// quantized activations and the weight-scale tables go (the layout in linear_int8.h).
+#include "cpu/linear_int8.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "base/check.h"
+
+namespace dseek::cpu {
+namespace {
+
+constexpr size_t kAlign = 64;
+
+size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+
+struct Sizes {
+  int64_t chunk_in, chunks, blocks;
+  size_t q, lanes, table_blocks, table_lanes;
+};
+
+Sizes sizes(int64_t T, const WeightView& w) {
+  Sizes s{};
+  s.chunk_in = w.dtype == DType::kU8 ? 256 : 128;
+  s.chunks = (w.in + s.chunk_in - 1) / s.chunk_in;
+  s.blocks = (w.in + kInt8Block - 1) / kInt8Block;
+  s.q = round_up(static_cast<size_t>(T * s.chunks * s.chunk_in));
+  s.lanes = round_up(static_cast<size_t>(T * s.chunks * kInt8Lanes) * 4);
+  s.table_blocks = round_up(static_cast<size_t>(s.blocks) * 4);
+  s.table_lanes = round_up(static_cast<size_t>(s.chunks * kInt8Lanes) * 4);
+  return s;
+}
+
+std::atomic<int> g_enabled{-1};  // -1: not read from the environment yet
+
+}  // namespace
+
+size_t int8_x_bytes(int64_t T, const WeightView& w) {
+  const Sizes s = sizes(T, w);
+  return s.q + 2 * s.lanes + s.table_blocks + s.table_lanes;
+}
+
+Int8X prepare_int8_x(int64_t T, const WeightView& w, void* buf) {
+  DSEEK_CHECK(reinterpret_cast<uintptr_t>(buf) % kAlign == 0);
+  const Sizes s = sizes(T, w);
+  auto* p = static_cast<uint8_t*>(buf);
+  Int8X x;
+  x.T = T;
+  x.in = w.in;
+  x.chunks = s.chunks;
+  x.chunk_in = s.chunk_in;
+  x.lanes_per_sub = kInt8Lanes / (s.chunk_in / kInt8Sub);
+  x.blocks = s.blocks;
+  x.q = reinterpret_cast<int8_t*>(p);
+  x.bias = reinterpret_cast<int32_t*>(p + s.q);
+  x.scale = reinterpret_cast<float*>(p + s.q + s.lanes);
+  x.block_group = reinterpret_cast<int32_t*>(p + s.q + 2 * s.lanes);
+  x.lane_scale = reinterpret_cast<int32_t*>(p + s.q + 2 * s.lanes + s.table_blocks);
+  const int64_t groups = w.in / w.group_size;
+  for (int64_t b = 0; b < s.blocks; ++b) x.block_group[b] = static_cast<int32_t>(b * kInt8Block / w.group_size);
+  for (int64_t c = 0; c < s.chunks; ++c)
+    for (int k = 0; k < kInt8Lanes; ++k) {
+      // Lanes past in point at the row's last group: their x is zero, and a real scale keeps a
+      // finite row finite (a masked-off scale lane would be read as 0, equally harmless).
+      const int64_t i = std::min(c * s.chunk_in + (k / x.lanes_per_sub) * kInt8Sub, w.in - 1);
+      const int64_t g = std::min(i / w.group_size, groups - 1);
+      x.lane_scale[c * kInt8Lanes + k] = static_cast<int32_t>(g - x.block_group[c * s.chunk_in / kInt8Block]);
+    }
+  return x;
+}
+
+namespace {
+
+// Byte of input i within its chunk's x (the layout in linear_int8.h).
+int64_t chunk_offset(const Int8X& x, int64_t i) {
+  const int64_t k = i % x.chunk_in, g = k / kInt8Sub, b = k % kInt8Sub;
+  if (x.chunk_in == 128) return (b < 16 ? 0 : 64) + 16 * g + b % 16;
+  return 64 * (2 * (b / 16) + b % 2) + 8 * g + (b % 16) / 2;
+}
+
+}  // namespace
+
+int8_t int8_x_value(const Int8X& x, int64_t t, int64_t i) {
+  return x.q[(t * x.chunks + i / x.chunk_in) * x.chunk_in + chunk_offset(x, i)];
+}
+
+int64_t int8_x_lane(const Int8X& x, int64_t i) { return chunk_offset(x, i) % 64 / 4; }
+
+float int8_x_scale(const Int8X& x, int64_t t, int64_t i) {
+  return x.scale[(t * x.chunks + i / x.chunk_in) * kInt8Lanes + int8_x_lane(x, i)];
+}
+
+bool int8_dot_enabled() {
+  int e = g_enabled.load(std::memory_order_relaxed);
+  if (e < 0) {
+    const char* env = std::getenv("DSEEK_INT8_DOT");
+    e = env != nullptr && std::strcmp(env, "0") == 0 ? 0 : 1;
+    g_enabled.store(e, std::memory_order_relaxed);
+  }
+  return e == 1;
+}
+
+void set_int8_dot(bool on) { g_enabled.store(on ? 1 : 0, std::memory_order_relaxed); }
+
+bool int8_dot_used(const LinearKernels& k, const WeightView& w) {
+  return k.gemv_int8 != nullptr && (w.dtype == DType::kI8 || w.dtype == DType::kU8) && w.group_size > 0 &&
+         w.group_size % kInt8Sub == 0 && w.in % w.group_size == 0 && int8_dot_enabled();
+}
+
+}  // namespace dseek::cpu
