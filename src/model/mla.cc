@@ -105,6 +105,14 @@ SegmentRows segment_rows(const MlaSegment& seg) {
 // [rows, H, r] buffers (9 MiB for V3) of a long sparse prefill.
 constexpr int64_t kAbsorbChunk = 32;
 
+// A thread's buffer for one head's decoded W_UK or W_UV block ([128, 512] floats for V3: 256 KiB),
+// kept between calls: allocating it per call and step had the kernel zero fresh pages each time.
+std::vector<float>& head_weight_scratch(int64_t n) {
+  thread_local std::vector<float> buffer;
+  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
+  return buffer;
+}
+
 // Absorbed form over several segments at once. q: [T, H, d_n + d_r], o: [T, H, d_v] (batch
 // rows). Per chunk of query rows: q_lat = W_UK^T q_nope for every head (kv_b_proj decoded once
 // per head), then the attention kernel over each row's keys (cpu/attention_kernels.h: all heads
@@ -130,10 +138,10 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
     olat.resize(static_cast<size_t>(nc * H * r));
 #pragma omp parallel
     {
-      std::vector<float> wk(static_cast<size_t>(dn * r));  // this head's W_UK, [d_n, r]
+      std::vector<float>& wk = head_weight_scratch(dn * r);  // this head's W_UK, [d_n, r]
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < H; ++h) {
-        ops::decode_rows(w.kv_b_proj, h * (dn + dv), dn, wk.data());
+        ops::decode_rows_fast(w.kv_b_proj, h * (dn + dv), dn, wk.data());
         for (int64_t i = 0; i < nc; ++i) {
           const float* qt = q + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dqk;
           float* qc = qcat.data() + (i * H + h) * W;
@@ -175,10 +183,10 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
     }
 #pragma omp parallel
     {
-      std::vector<float> wv(static_cast<size_t>(dv * r));  // this head's W_UV, [d_v, r]
+      std::vector<float>& wv = head_weight_scratch(dv * r);  // this head's W_UV, [d_v, r]
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < H; ++h) {
-        ops::decode_rows(w.kv_b_proj, h * (dn + dv) + dn, dv, wv.data());
+        ops::decode_rows_fast(w.kv_b_proj, h * (dn + dv) + dn, dv, wv.data());
         for (int64_t i = 0; i < nc; ++i) {
           const float* ol = olat.data() + (i * H + h) * r;
           float* ot = o + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dv;

@@ -76,12 +76,23 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst) {
   }
 }
 
+namespace {
+cpu::WeightView view_of(const LinearWeight& w) {
+  return {w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols, w.group_scales, w.group_size};
+}
+}  // namespace
+
+void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst) {
+  DSEEK_CHECK(!w.empty() && r0 >= 0 && n >= 0 && r0 + n <= w.out, "decode_rows_fast: rows [{}, {}) of {}", r0,
+              r0 + n, w.out);
+  if (n == 0 || w.in == 0) return;
+  cpu::linear_kernels(cpu::active_isa()).decode_block(view_of(w), r0, n, 0, w.in, dst, w.in);
+}
+
 void linear(const float* x, int64_t T, const LinearWeight& w, float* y) {
   DSEEK_CHECK(!w.empty(), "linear on an unbound weight");
   // The kernels (src/cpu/linear_kernels.h) pick the path by T and the family by cpu::active_isa().
-  const cpu::WeightView v{w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols,
-                          w.group_scales, w.group_size};
-  cpu::linear(x, T, v, y);
+  cpu::linear(x, T, view_of(w), y);
 }
 
 void linear_reference(const float* x, int64_t T, const LinearWeight& w, float* y) {

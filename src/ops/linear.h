@@ -33,8 +33,12 @@ struct LinearWeight {
   int64_t scale_cols() const { return (in + block_cols - 1) / block_cols; }
 };
 
-// Decodes rows [r0, r0 + n) of w into dst [n, in] float32.
+// Decodes rows [r0, r0 + n) of w into dst [n, in] float32 (the reference decoder, scalar).
 void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
+
+// The same floats, bit for bit, through the active kernel family's vector decoder: for hot
+// paths that need a weight block as floats (MLA's absorbed W_UK / W_UV, per head and step).
+void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 
 // y [T, out] = x [T, in] . W^T; multithreaded over output rows.
 void linear(const float* x, int64_t T, const LinearWeight& w, float* y);

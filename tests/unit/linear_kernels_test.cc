@@ -181,6 +181,33 @@ TEST(LinearKernels, Q4) { sweep(DType::kU8, {32, 96, 288, 544}); }
 // FP8 with small blocks: partial blocks at both edges, block widths that are not a multiple of
 // the vector width (element-by-element segments), and scales >= 2^8 (the vector path's 2^120
 // bias would overflow: those segments must fall back, not produce infinities).
+// ops::decode_rows_fast (the active family's block decoder) gives decode_rows' floats bit for
+// bit, for every format, row range and odd shape; NaN where decode_rows has NaN.
+TEST(LinearKernels, DecodeRowsFastEqualsDecodeRows) {
+  std::mt19937 rng(11);
+  for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8}) {
+    for (int64_t in : {32, 96, 130, 544}) {
+      if ((d == DType::kI8 || d == DType::kU8) && in % 32 != 0) continue;
+      TestWeight t = make_weight(d, 150, in, rng);
+      if (d == DType::kF8E4M3) t.bytes[kMisalign + 5] = 0x7f;  // a NaN code in row 0
+      for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, 150}, {128, 22}, {3, 1}, {140, 10}}) {
+        std::vector<float> want(static_cast<size_t>(n * in)), got(want.size(), -1.0f);
+        ops::decode_rows(t.w, r0, n, want.data());
+        ops::decode_rows_fast(t.w, r0, n, got.data());
+        for (size_t i = 0; i < want.size(); ++i) {
+          if (std::isnan(want[i])) {
+            EXPECT_TRUE(std::isnan(got[i])) << dtype_name(d) << " element " << i;
+          } else {
+            ASSERT_EQ(std::memcmp(&got[i], &want[i], 4), 0)
+                << dtype_name(d) << " in " << in << " rows " << r0 << "+" << n << " element " << i << ": " << got[i]
+                << " vs " << want[i];
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(LinearKernels, Fp8OddBlocksAndLargeScales) {
   IsaGuard guard;
   std::mt19937 rng(77);
