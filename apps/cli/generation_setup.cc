@@ -48,8 +48,8 @@ void add_generation_flags(CLI::App* cmd, GenerationFlags* f, int64_t default_n_p
 
 void add_cache_type_flag(CLI::App* cmd, std::string* value) {
   cmd->add_option("--cache-type-k,--ctk", *value,
-                  "KV cache type: f32 (default), bf16, fp8 (DeepSeek's FP8 latent layout); MLA has one latent cache, "
-                  "so there is no --cache-type-v")
+                  "KV cache type (also -ctk, as in llama.cpp): f32 (default), bf16, fp8 (DeepSeek's FP8 latent "
+                  "layout); MLA has one latent cache, so there is no --cache-type-v")
       ->check(CLI::IsMember({"f32", "bf16", "fp8"}));
 }
 

@@ -1,9 +1,28 @@
 // dseek: the command-line entry point. Thin: parses flags and calls into the libraries.
 #include <cstdio>
 #include <exception>
+#include <string>
+#include <vector>
 
 #include "base/log.h"
 #include "commands.h"
+
+namespace {
+
+// llama.cpp spells some long options with one dash and several letters ("-ctk fp8"), which
+// CLI11 cannot declare; they are rewritten to dseek's names before parsing. Only whole words
+// are rewritten (a value that happens to read "-ctk" after "-p" stays a value: CLI11 takes the
+// next word as -p's value either way, and "-ctk" is not a prompt anyone types).
+std::vector<std::string> with_llama_spellings(int argc, char** argv) {
+  std::vector<std::string> args(argv, argv + argc);
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "-ctk") args[i] = "--cache-type-k";
+    else if (args[i].rfind("-ctk=", 0) == 0) args[i] = "--cache-type-k=" + args[i].substr(5);
+  }
+  return args;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"dseek: run and train DeepSeek-architecture models on your own machine"};
@@ -30,7 +49,10 @@ int main(int argc, char** argv) {
   dseek::cli::register_quantize(app, &run);
 
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> args = with_llama_spellings(argc, argv);
+    std::vector<char*> arg_ptrs;
+    for (std::string& a : args) arg_ptrs.push_back(a.data());
+    app.parse(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -73,6 +73,28 @@ TEST(BenchCli, TextReportHasEveryLine) {
     EXPECT_NE(r.out.find(line), std::string::npos) << line << " in\n" << r.out;
 }
 
+// The KV cache type by llama.cpp's spelling (-ctk) and dseek's, and a random context: the
+// report says what was used, and the cache holds the context's rows in that type.
+TEST(BenchCli, CacheTypeSpellingsAndRandomContext) {
+  for (const std::string flag : {"-ctk bf16", "-ctk=bf16", "--cache-type-k bf16", "--ctk bf16"}) {
+    const CommandResult r =
+        run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --ctx 16 --ctx-fill random --bw-mib 16 --json " + flag);
+    ASSERT_EQ(r.exit_code, 0) << flag << ": " << r.err;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_EQ(j["kv_cache_type"], "bf16") << flag;
+    EXPECT_EQ(j["context_fill"], "random") << flag;
+    EXPECT_EQ(j["context_tokens"], 16) << flag;
+    // 22 positions (16 + 4 + 2), 3 layers of (64 + 16) bfloat16 latent values each.
+    EXPECT_EQ(j["kv_cache_bytes"].get<int64_t>(), 22 * 3 * 80 * 2) << flag;
+  }
+  const CommandResult bad = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 -ctk q9");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("cache-type-k"), std::string::npos) << bad.err;
+  const CommandResult fill = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --ctx 8 --ctx-fill zeros");
+  EXPECT_NE(fill.exit_code, 0);
+  EXPECT_NE(fill.err.find("ctx-fill"), std::string::npos) << fill.err;
+}
+
 TEST(BenchCli, TooLongARunIsAOneLineError) {
   // tiny-v3 has max_position_embeddings 256.
   const CommandResult r = run_dseek("bench -m " + kTinyV3 + " -p 200 -n 100 --bw-mib 64");
