@@ -13,97 +13,24 @@ namespace dseek::cpu::attention_detail {
 
 namespace {
 
-// Decodes row `src` into tile row `dst` [pad16(r) + pad16(d_r)]; r and d_r multiples of 16.
-void decode_row16(const LatentLayout& L, const uint8_t* src, float* dst) {
-  const int64_t r = L.rank, dr = L.rope;
-  if (L.format == LatentFormat::kBf16) {
-    for (int64_t i = 0; i < r + dr; i += 16) _mm512_storeu_ps(dst + i, bf16x16(src + 2 * i));
-    return;
-  }
-  const uint8_t* scales = src + L.fp8_scales_offset();
-  for (int64_t b = 0; b < L.fp8_blocks(); ++b) {
-    float s;
-    std::memcpy(&s, scales + 4 * b, 4);
-    const __m512 sv = _mm512_set1_ps(s * kFp8Rescale);
-    const int64_t end = std::min(r, (b + 1) * LatentLayout::kFp8Block);
-    for (int64_t i = b * LatentLayout::kFp8Block; i < end; i += 16)
-      _mm512_storeu_ps(dst + i, _mm512_mul_ps(fp8x16_raw(src + i), sv));
-  }
-  const uint8_t* rope = src + L.fp8_rope_offset();
-  for (int64_t i = 0; i < dr; i += 16) _mm512_storeu_ps(dst + r + i, bf16x16(rope + 2 * i));
-}
+using V = __m512;
+constexpr int64_t kLanes = 16;
+inline V vzero() { return _mm512_setzero_ps(); }
+inline V vset1(float v) { return _mm512_set1_ps(v); }
+inline V vloadu(const float* p) { return _mm512_loadu_ps(p); }
+inline void vstoreu(float* p, V v) { _mm512_storeu_ps(p, v); }
+inline V vfmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+inline float vsum(V v) { return hsum_ps512(v); }
+inline V vbf16(const uint8_t* p) { return bf16x16(p); }
+inline V vfp8_raw(const uint8_t* p) { return fp8x16_raw(p); }
+
+#include "cpu/attention_rows-inl.h"
 
 }  // namespace
 
 void attend_rows_avx512(const MlaAttendArgs& a, const float* qp, int64_t begin, int64_t end, const PartialState& st) {
-  const LatentLayout& L = a.layout;
-  const int64_t H = a.heads, Rp = pad16(L.rank), K = Rp + pad16(L.rope);
-  std::fill(st.m, st.m + H, -std::numeric_limits<float>::infinity());
-  std::fill(st.l, st.l + H, 0.0f);
-  std::fill(st.acc, st.acc + H * Rp, 0.0f);
-  const bool aligned16 = L.rank % 16 == 0 && L.rope % 16 == 0;  // tile rows == stored f32 rows
-  std::vector<float> tile(static_cast<size_t>(kTileRows * K), 0.0f);  // [B, K]
-  const float* rows[kTileRows];
-  alignas(32) float p[kTileRows];
-  for (int64_t t0 = begin; t0 < end; t0 += kTileRows) {
-    const int64_t nb = std::min(kTileRows, end - t0);
-    if (!aligned16 || nb < kTileRows) {
-      decode_tile_scalar(a, t0, nb, tile.data());
-      for (int64_t b = 0; b < kTileRows; ++b) rows[b] = tile.data() + b * K;
-    } else if (L.format == LatentFormat::kF32) {
-      for (int64_t b = 0; b < kTileRows; ++b) rows[b] = reinterpret_cast<const float*>(a.rows[t0 + b]);
-    } else {
-      for (int64_t b = 0; b < kTileRows; ++b) {
-        decode_row16(L, a.rows[t0 + b], tile.data() + b * K);
-        rows[b] = tile.data() + b * K;
-      }
-    }
-    static_assert(kTileRows == 8, "the loops below are unrolled for 8 rows");
-    const __m256 valid = _mm256_castsi256_ps(
-        _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(nb)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
-    for (int64_t h = 0; h < H; ++h) {
-      const float* q = qp + h * K;
-      __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
-      for (int64_t i = 0; i < K; i += 16) {
-        const __m512 qv = _mm512_loadu_ps(q + i);
-        s0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(rows[0] + i), s0);
-        s1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(rows[1] + i), s1);
-        s2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(rows[2] + i), s2);
-        s3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(rows[3] + i), s3);
-        s4 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(rows[4] + i), s4);
-        s5 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(rows[5] + i), s5);
-        s6 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(rows[6] + i), s6);
-        s7 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(rows[7] + i), s7);
-      }
-      __m256 lg = _mm256_setr_ps(hsum_ps512(s0), hsum_ps512(s1), hsum_ps512(s2),
-                                 hsum_ps512(s3), hsum_ps512(s4), hsum_ps512(s5),
-                                 hsum_ps512(s6), hsum_ps512(s7));
-      lg = _mm256_blendv_ps(_mm256_set1_ps(-std::numeric_limits<float>::infinity()), lg, valid);
-      const float m_new = std::max(st.m[h], hmax_ps256(lg));
-      const float corr = std::exp(st.m[h] - m_new);  // 0 on the first tile (m = -inf)
-      const __m256 pv = exp_ps256(_mm256_sub_ps(lg, _mm256_set1_ps(m_new)));
-      _mm256_store_ps(p, pv);
-      st.l[h] = st.l[h] * corr + hsum_ps256(pv);
-      st.m[h] = m_new;
-      float* acc = st.acc + h * Rp;
-      const __m512 cv = _mm512_set1_ps(corr);
-      const __m512 p0 = _mm512_set1_ps(p[0]), p1 = _mm512_set1_ps(p[1]), p2 = _mm512_set1_ps(p[2]),
-                   p3 = _mm512_set1_ps(p[3]), p4 = _mm512_set1_ps(p[4]), p5 = _mm512_set1_ps(p[5]),
-                   p6 = _mm512_set1_ps(p[6]), p7 = _mm512_set1_ps(p[7]);
-      for (int64_t i = 0; i < Rp; i += 16) {
-        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(acc + i), cv);
-        v = _mm512_fmadd_ps(p0, _mm512_loadu_ps(rows[0] + i), v);
-        v = _mm512_fmadd_ps(p1, _mm512_loadu_ps(rows[1] + i), v);
-        v = _mm512_fmadd_ps(p2, _mm512_loadu_ps(rows[2] + i), v);
-        v = _mm512_fmadd_ps(p3, _mm512_loadu_ps(rows[3] + i), v);
-        v = _mm512_fmadd_ps(p4, _mm512_loadu_ps(rows[4] + i), v);
-        v = _mm512_fmadd_ps(p5, _mm512_loadu_ps(rows[5] + i), v);
-        v = _mm512_fmadd_ps(p6, _mm512_loadu_ps(rows[6] + i), v);
-        v = _mm512_fmadd_ps(p7, _mm512_loadu_ps(rows[7] + i), v);
-        _mm512_storeu_ps(acc + i, v);
-      }
-    }
-  }
+  attend_rows_family(a, qp, begin, end, st);
 }
 
 }  // namespace dseek::cpu::attention_detail
