@@ -20,10 +20,13 @@
 #include "cpu/cpu_features.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
+#include "linear_test_util.h"
 #include "ops/linear.h"
 
 namespace dseek {
 namespace {
+
+using testing::magnitude;
 
 using ops::LinearWeight;
 
@@ -90,21 +93,6 @@ std::vector<float> make_x(int64_t T, int64_t in, std::mt19937& rng, bool extreme
       if (p == 3) x[b * 32 + 7] = 1000.0f;
     }
   return x;
-}
-
-// sum_i |x_i w_i| per (t, r), w decoded by ops::decode_rows.
-std::vector<double> magnitude(const std::vector<float>& x, int64_t T, const LinearWeight& w) {
-  std::vector<float> row(static_cast<size_t>(w.in));
-  std::vector<double> m(static_cast<size_t>(T * w.out));
-  for (int64_t r = 0; r < w.out; ++r) {
-    ops::decode_rows(w, r, 1, row.data());
-    for (int64_t t = 0; t < T; ++t) {
-      double s = 0;
-      for (int64_t i = 0; i < w.in; ++i) s += std::fabs(static_cast<double>(x[t * w.in + i]) * row[i]);
-      m[t * w.out + r] = s;
-    }
-  }
-  return m;
 }
 
 // The fast path (through the driver, all threads) against the twin and the float reference.

@@ -15,10 +15,13 @@
 #include "cpu/cpu_features.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
+#include "linear_test_util.h"
 #include "ops/linear.h"
 
 namespace dseek {
 namespace {
+
+using testing::magnitude;
 
 using cpu::Isa;
 using ops::LinearWeight;
@@ -95,21 +98,6 @@ TestWeight make_weight(DType dtype, int64_t out, int64_t in, std::mt19937& rng, 
     t.w.group_scales = t.scale_bytes.data() + 1;
   }
   return t;
-}
-
-// sum_i |x_i w_i| per (t, r): the scale of the float32 rounding a dot product may carry.
-std::vector<double> magnitude(const std::vector<float>& x, int64_t T, const LinearWeight& w) {
-  std::vector<float> row(static_cast<size_t>(w.in));
-  std::vector<double> m(static_cast<size_t>(T * w.out));
-  for (int64_t r = 0; r < w.out; ++r) {
-    ops::decode_rows(w, r, 1, row.data());
-    for (int64_t t = 0; t < T; ++t) {
-      double s = 0;
-      for (int64_t i = 0; i < w.in; ++i) s += std::fabs(static_cast<double>(x[t * w.in + i]) * row[i]);
-      m[t * w.out + r] = s;
-    }
-  }
-  return m;
 }
 
 // Compares linear (active family) with the reference; NaN/Inf must match where the reference has them.
