@@ -13,15 +13,8 @@ namespace dseek::cpu::attention_detail {
 
 namespace {
 
-using V = __m512;
-constexpr int64_t kLanes = 16;
-inline V vzero() { return _mm512_setzero_ps(); }
-inline V vset1(float v) { return _mm512_set1_ps(v); }
-inline V vloadu(const float* p) { return _mm512_loadu_ps(p); }
-inline void vstoreu(float* p, V v) { _mm512_storeu_ps(p, v); }
-inline V vfmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
-inline float vsum(V v) { return hsum_ps512(v); }
+#include "cpu/vec_avx512-inl.h"
+
 inline V vbf16(const uint8_t* p) { return bf16x16(p); }
 inline V vfp8_raw(const uint8_t* p) { return fp8x16_raw(p); }
 

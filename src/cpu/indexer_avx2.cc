@@ -11,17 +11,10 @@ namespace dseek::cpu::indexer_detail {
 
 namespace {
 
-using V = __m256;
-constexpr int64_t kLanes = 8;
+#include "cpu/vec_avx2-inl.h"
+
 constexpr int kKeys = 2;
-inline V vzero() { return _mm256_setzero_ps(); }
-inline V vset1(float v) { return _mm256_set1_ps(v); }
-inline V vloadu(const float* p) { return _mm256_loadu_ps(p); }
-inline void vstoreu(float* p, V v) { _mm256_storeu_ps(p, v); }
-inline V vfmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
 inline V vrelu(V v) { return _mm256_max_ps(v, _mm256_setzero_ps()); }
-inline float vsum(V v) { return hsum_ps256(v); }
 inline V vfp8_raw(const uint8_t* p) { return fp8x8_raw(p); }
 
 #include "cpu/indexer_scores-inl.h"

@@ -14,21 +14,8 @@ namespace dseek::cpu {
 namespace avx2 {
 namespace {
 
-using V = __m256;
-constexpr int kLanes = 8;
+#include "cpu/vec_avx2-inl.h"
 
-inline V vzero() { return _mm256_setzero_ps(); }
-inline V vset1(float v) { return _mm256_set1_ps(v); }
-inline V vloadu(const float* p) { return _mm256_loadu_ps(p); }
-inline void vstoreu(float* p, V v) { _mm256_storeu_ps(p, v); }
-inline V vfmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
-inline float vsum(V v) {
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  q = _mm_add_ss(q, _mm_movehdup_ps(q));
-  return _mm_cvtss_f32(q);
-}
 inline float f16_scalar(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 
 inline __m128i load8(const uint8_t* p) { return _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)); }

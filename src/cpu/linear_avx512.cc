@@ -19,22 +19,8 @@ namespace dseek::cpu {
 namespace avx512 {
 namespace {
 
-using V = __m512;
-constexpr int kLanes = 16;
+#include "cpu/vec_avx512-inl.h"
 
-inline V vzero() { return _mm512_setzero_ps(); }
-inline V vset1(float v) { return _mm512_set1_ps(v); }
-inline V vloadu(const float* p) { return _mm512_loadu_ps(p); }
-inline void vstoreu(float* p, V v) { _mm512_storeu_ps(p, v); }
-inline V vfmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
-inline float vsum(V v) {
-  __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-  __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-  q = _mm_add_ss(q, _mm_movehdup_ps(q));
-  return _mm_cvtss_f32(q);
-}
 inline float f16_scalar(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 
 template <DType D>
