@@ -61,9 +61,10 @@ inline bool any_fp8_nan(const uint8_t* p, int64_t n) {
   return hit != 0;
 }
 
+constexpr int kMr = 6, kNr = 16;
+
 #include "cpu/linear_simd-inl.h"
 
-constexpr int kMr = 6, kNr = 16;
 
 template <int M>
 void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int n) {
@@ -92,18 +93,6 @@ void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc
       _mm256_store_ps(tile + 8, acc[i][1]);
       for (int j = 0; j < n; ++j) ci[j] = (accumulate ? ci[j] : 0.0f) + tile[j];
     }
-  }
-}
-
-void micro(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int m, int n) {
-  switch (m) {
-    case 1: return micro_m<1>(xp, wp, kc, c, ldc, accumulate, n);
-    case 2: return micro_m<2>(xp, wp, kc, c, ldc, accumulate, n);
-    case 3: return micro_m<3>(xp, wp, kc, c, ldc, accumulate, n);
-    case 4: return micro_m<4>(xp, wp, kc, c, ldc, accumulate, n);
-    case 5: return micro_m<5>(xp, wp, kc, c, ldc, accumulate, n);
-    case 6: return micro_m<6>(xp, wp, kc, c, ldc, accumulate, n);
-    default: DSEEK_CHECK(false, "micro-kernel rows {} not in [1, {}]", m, kMr);
   }
 }
 

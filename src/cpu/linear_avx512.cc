@@ -63,9 +63,10 @@ inline bool any_fp8_nan(const uint8_t* p, int64_t n) {
   return hit != 0;
 }
 
+constexpr int kMr = 8, kNr = 32;
+
 #include "cpu/linear_simd-inl.h"
 
-constexpr int kMr = 8, kNr = 32;
 
 template <int M>
 void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int n) {
@@ -89,20 +90,6 @@ void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc
     }
     _mm512_mask_storeu_ps(ci, k0, acc[i][0]);
     _mm512_mask_storeu_ps(ci + 16, k1, acc[i][1]);
-  }
-}
-
-void micro(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int m, int n) {
-  switch (m) {
-    case 1: return micro_m<1>(xp, wp, kc, c, ldc, accumulate, n);
-    case 2: return micro_m<2>(xp, wp, kc, c, ldc, accumulate, n);
-    case 3: return micro_m<3>(xp, wp, kc, c, ldc, accumulate, n);
-    case 4: return micro_m<4>(xp, wp, kc, c, ldc, accumulate, n);
-    case 5: return micro_m<5>(xp, wp, kc, c, ldc, accumulate, n);
-    case 6: return micro_m<6>(xp, wp, kc, c, ldc, accumulate, n);
-    case 7: return micro_m<7>(xp, wp, kc, c, ldc, accumulate, n);
-    case 8: return micro_m<8>(xp, wp, kc, c, ldc, accumulate, n);
-    default: DSEEK_CHECK(false, "micro-kernel rows {} not in [1, {}]", m, kMr);
   }
 }
 

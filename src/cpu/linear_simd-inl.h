@@ -161,6 +161,25 @@ void decode_block_t(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int6
   }
 }
 
+// The packed product's micro-kernel: each family defines micro_m<M> for M rows (tokens) in
+// [1, kMr] (kMr and kNr before including this file); micro picks it by the tile's rows.
+template <int M>
+void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int n);
+
+template <int M = 1>
+void micro_rows(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int m, int n) {
+  if (m == M) return micro_m<M>(xp, wp, kc, c, ldc, accumulate, n);
+  if constexpr (M < kMr) {
+    micro_rows<M + 1>(xp, wp, kc, c, ldc, accumulate, m, n);
+  } else {
+    DSEEK_CHECK(false, "micro-kernel rows {} not in [1, {}]", m, kMr);
+  }
+}
+
+inline void micro(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int m, int n) {
+  micro_rows<1>(xp, wp, kc, c, ldc, accumulate, m, n);
+}
+
 #define DSEEK_FOR_EACH_FORMAT(F) F(kF32) F(kBF16) F(kF16) F(kF8E4M3) F(kI8) F(kU8)
 
 inline void gemv(const float* x, int64_t T, const WeightView& w, int64_t r0, int64_t r1, float* y) {
