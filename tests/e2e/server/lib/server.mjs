@@ -91,7 +91,12 @@ for (const sig of ['SIGINT', 'SIGTERM']) {
 export async function startServer({ model = tinyModel(), args = [], threads = 2, timeoutMs = 60_000 } = {}) {
   checkBinary();
   const argv = ['serve', '-m', model, '--host', '127.0.0.1', '--port', '0', '-t', String(threads), ...args];
-  const proc = spawn(DSEEK, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // The server's OpenMP threads would busy-wait between the many small parallel regions of a
+  // step and, on a 2-core machine, starve the clients of these tests (a headless browser in
+  // web.test.mjs missed its 10 s click deadline): they wait passively here, as the README
+  // advises when dseek shares its cores.
+  const env = { ...process.env, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? 'PASSIVE' };
+  const proc = spawn(DSEEK, argv, { stdio: ['ignore', 'ignore', 'pipe'], env });
   let err = '';
   const server = {
     proc, pid: proc.pid, argv,
