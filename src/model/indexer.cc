@@ -15,7 +15,6 @@
 namespace dseek::model {
 
 namespace {
-constexpr int64_t kQuantBlock = 128;   // one FP8 scale per 128 values, as DeepSeek's act_quant
 constexpr float kLayerNormEps = 1e-6f;  // the indexer's k_norm (a LayerNorm with bias)
 std::atomic<SelectionProbe*> g_selection_probe{nullptr};
 }  // namespace
@@ -36,7 +35,7 @@ void indexer_scores(const ModelConfig& c, const uint8_t* q8, const float* q_scal
 
 KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const RopeTable& rope, const float* x,
                             const float* q_latent, int64_t T, std::span<const MlaSegment> segments) {
-  const int64_t H = c.index_n_heads, d = c.index_head_dim, blocks = d / kQuantBlock;
+  const int64_t H = c.index_n_heads, d = c.index_head_dim, blocks = d / kIndexerQuantBlock;
   const float hadamard_scale = 1.0f / std::sqrt(static_cast<float>(d));
   SelectionProbe* const probe = g_selection_probe.load(std::memory_order_acquire);
   if (probe) probe->on_layer();
@@ -52,7 +51,7 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
       float* kt = k.data() + (seg.offset + t) * d;
       rope.rotate_half_split(kt, p);
       ops::hadamard_inplace(kt, d, hadamard_scale);
-      ops::fp8_quantize_blocks(kt, d, kQuantBlock, /*pow2_scale=*/true, seg.cache.index_key(p),
+      ops::fp8_quantize_blocks(kt, d, kIndexerQuantBlock, /*pow2_scale=*/true, seg.cache.index_key(p),
                                seg.cache.index_scale(p));
     }
   }
@@ -67,7 +66,7 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
       float* qh = q.data() + th * d;
       rope.rotate_half_split(qh, seg.p0 + (th / H - seg.offset));
       ops::hadamard_inplace(qh, d, hadamard_scale);
-      ops::fp8_quantize_blocks(qh, d, kQuantBlock, true, q8.data() + th * d, q_scales.data() + th * blocks);
+      ops::fp8_quantize_blocks(qh, d, kIndexerQuantBlock, true, q8.data() + th * d, q_scales.data() + th * blocks);
     }
   }
 

@@ -26,6 +26,9 @@
 
 namespace dseek::model {
 
+// One FP8 scale per this many indexer q/k values (DeepSeek's act_quant block), power-of-two.
+constexpr int64_t kIndexerQuantBlock = 128;
+
 // Selected key positions per query row: for the row at position p of its sequence, selected[row]
 // holds min(index_topk, p + 1) positions of that sequence, all <= p (top-k re-combined with the
 // causal mask).

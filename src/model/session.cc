@@ -6,13 +6,11 @@
 
 #include "kv/latent_codec.h"
 #include "model/deepseek.h"
+#include "model/indexer.h"
 #include "ops/fp8.h"
 
 namespace dseek::model {
 
-namespace {
-constexpr int64_t kIndexQuantBlock = 128;  // one FP8 scale per 128 indexer key values (indexer.cc)
-}  // namespace
 
 void Session::truncate(int64_t n) {
   cache_.truncate(n);
@@ -48,7 +46,7 @@ Status Session::append_random_rows(std::span<const int32_t> tokens, uint64_t see
       kv::encode_latent_row(layout, row.data(), cache_.latent_bytes(layer, p));
       if (index_dim > 0) {
         for (int64_t i = 0; i < index_dim; ++i) row[i] = normal(rng);
-        ops::fp8_quantize_blocks(row.data(), index_dim, kIndexQuantBlock, /*pow2_scale=*/true,
+        ops::fp8_quantize_blocks(row.data(), index_dim, kIndexerQuantBlock, /*pow2_scale=*/true,
                                  cache_.index_key(layer, p), cache_.index_scale(layer, p));
       }
     }

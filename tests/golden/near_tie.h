@@ -99,7 +99,8 @@ class NearTieProbe : public model::SelectionProbe {
 // Runs `compute` (which must run the model from scratch), and while `matches` says no, again with
 // the closest near-ties flipped. Returns the flips of the run that matched (empty: none needed)
 // and leaves the probe installed with them, so later computations make the same choices, until
-// the search object is destroyed. `found` is false when no tried flip set matched.
+// the search object is destroyed. When no tried flip set matches, the unflipped result is left
+// for the caller's checks to report.
 class NearTieSearch {
  public:
   explicit NearTieSearch(int64_t layers) : probe_(layers) { model::set_selection_probe(&probe_); }
@@ -107,11 +108,9 @@ class NearTieSearch {
   NearTieSearch(const NearTieSearch&) = delete;
   NearTieSearch& operator=(const NearTieSearch&) = delete;
 
-  std::vector<TieFlip> run(const std::function<void()>& compute, const std::function<bool()>& matches,
-                           bool* found) {
+  std::vector<TieFlip> run(const std::function<void()>& compute, const std::function<bool()>& matches) {
     probe_.start({});
     compute();
-    *found = true;
     if (matches()) return {};
     std::vector<TieFlip> ties = probe_.near_ties();
     std::sort(ties.begin(), ties.end(), [](const TieFlip& a, const TieFlip& b) { return a.margin < b.margin; });
@@ -124,7 +123,6 @@ class NearTieSearch {
       compute();
       if (matches()) return flips;
     }
-    *found = false;
     probe_.start({});
     compute();  // leave the unflipped result for the caller's report
     return {};

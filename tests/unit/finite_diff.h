@@ -9,6 +9,8 @@
 #include <span>
 #include <vector>
 
+#include "ops/linear.h"
+
 namespace dseek::testing {
 
 // max |analytic[i] - numeric_i| / max |numeric_i| over the elements `indices` of p, where
@@ -42,6 +44,17 @@ inline std::vector<size_t> all_indices(size_t n) {
   std::vector<size_t> idx(n);
   for (size_t i = 0; i < n; ++i) idx[i] = i;
   return idx;
+}
+
+// A weight view over a float32 vector the test owns, [out, in]: the finite differences perturb
+// v in place and the next forward sees it.
+inline ops::LinearWeight f32_weight(const std::vector<float>& v, int64_t out, int64_t in) {
+  ops::LinearWeight w;
+  w.dtype = DType::kF32;
+  w.out = out;
+  w.in = in;
+  w.data = reinterpret_cast<const uint8_t*>(v.data());
+  return w;
 }
 
 }  // namespace dseek::testing

@@ -37,6 +37,8 @@
 namespace dseek::train {
 namespace {
 
+using testing::f32_weight;
+
 namespace fs = std::filesystem;
 
 constexpr double kBlockEps = 1e-2;  // float32 blocks, O(1) values, as train_ops_test
@@ -48,15 +50,6 @@ std::vector<float> random_vec(size_t n, uint32_t seed, double scale = 1.0, doubl
   std::vector<float> v(n);
   for (float& x : v) x = static_cast<float>(nd(rng));
   return v;
-}
-
-ops::LinearWeight f32_linear(const std::vector<float>& v, int64_t out, int64_t in) {
-  ops::LinearWeight w;
-  w.dtype = DType::kF32;
-  w.out = out;
-  w.in = in;
-  w.data = reinterpret_cast<const uint8_t*>(v.data());
-  return w;
 }
 
 model::ModelConfig indexer_config() {
@@ -118,11 +111,11 @@ TEST_P(IndexerLoss, MatchesFiniteDifferencesForEveryIndexerTensor) {
 
   model::IndexerWeights w;
   auto bind = [&] {
-    w.wq_b = f32_linear(wq_b, H * d, rq);
-    w.wk = f32_linear(wk, d, D);
+    w.wq_b = f32_weight(wq_b, H * d, rq);
+    w.wk = f32_weight(wk, d, D);
     w.k_norm_weight = kn_w;
     w.k_norm_bias = kn_b;
-    w.weights_proj = f32_linear(wp, H, D);
+    w.weights_proj = f32_weight(wp, H, D);
   };
   const RopeAngles rope = rope_angles(model::RopeTable(c), T);
   // The sign of every q_j . k_s the loss reads: a perturbation that flips one crosses a ReLU
@@ -270,13 +263,13 @@ TEST(SparseMla, MatchesFiniteDifferencesWithTheSelectionHeld) {
   model::AttentionWeights w;
   const RopeAngles rope = rope_angles(model::RopeTable(c), T);
   auto bind = [&] {
-    w.q_a_proj = f32_linear(q_a, rq, D);
+    w.q_a_proj = f32_weight(q_a, rq, D);
     w.q_a_layernorm = q_a_ln;
-    w.q_b_proj = f32_linear(q_b, H * dqk, rq);
-    w.kv_a_proj_with_mqa = f32_linear(kv_a, r + c.qk_rope_head_dim, D);
+    w.q_b_proj = f32_weight(q_b, H * dqk, rq);
+    w.kv_a_proj_with_mqa = f32_weight(kv_a, r + c.qk_rope_head_dim, D);
     w.kv_a_layernorm = kv_a_ln;
-    w.kv_b_proj = f32_linear(kv_b, H * (c.qk_nope_head_dim + dv), r);
-    w.o_proj = f32_linear(o, D, H * dv);
+    w.kv_b_proj = f32_weight(kv_b, H * (c.qk_nope_head_dim + dv), r);
+    w.o_proj = f32_weight(o, D, H * dv);
   };
   std::vector<float> out(T * D);
   auto loss = [&]() -> std::optional<double> {

@@ -22,6 +22,8 @@
 namespace dseek::train {
 namespace {
 
+using testing::f32_weight;
+
 template <typename F>
 std::vector<F> random_vec(size_t n, uint32_t seed, double scale = 1.0) {
   std::mt19937 rng(seed);
@@ -189,15 +191,6 @@ TEST(TrainOps, CrossEntropyBackward) {
   cross_entropy_backward(logits.data(), targets.data(), N, V, 1.5, dl.data());
   auto loss = [&]() -> std::optional<double> { return 1.5 * cross_entropy_forward(logits.data(), targets.data(), N, V); };
   EXPECT_LT(fd_error(logits, dl, kEps, loss), kDoubleTol);
-}
-
-ops::LinearWeight f32_weight(const std::vector<float>& v, int64_t out, int64_t in) {
-  ops::LinearWeight w;
-  w.dtype = DType::kF32;
-  w.out = out;
-  w.in = in;
-  w.data = reinterpret_cast<const uint8_t*>(v.data());
-  return w;
 }
 
 TEST(TrainOps, LinearBackwardAccumulates) {
