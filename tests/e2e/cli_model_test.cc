@@ -3,15 +3,20 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <span>
 #include <sstream>
+#include <vector>
 
 #include <gtest/gtest.h>
+#include <omp.h>
 #include <nlohmann/json.hpp>
 
 #include "e2e_util.h"
 
 #include "../golden/test_util.h"
+#include "io/json_file.h"
 #include "io/safetensors.h"
+#include "model/deepseek.h"
 
 namespace dseek::testing {
 namespace {
@@ -20,6 +25,34 @@ namespace fs = std::filesystem;
 
 using dseek::testing::CommandResult;
 using dseek::testing::run_dseek;
+
+// What `dseek logits` computes for prompt i of the golden prompts, in this process with 2
+// threads (as the command below runs): "prefill_logits" (every position of one prefill) or
+// "step_logits" (the prefix, then one token per step).
+std::vector<float> in_process_logits(const std::string& fixture, size_t i, const std::string& which) {
+  auto m = model::Model::load(golden_dir() + "/models/" + fixture);
+  EXPECT_TRUE(m.ok()) << m.status().message();
+  auto prompts = io::read_json_file(golden_dir() + "/prompts.json");
+  EXPECT_TRUE(prompts.ok());
+  if (!m.ok() || !prompts.ok()) return {};
+  const auto tokens = (*prompts)[i]["tokens"].get<std::vector<int32_t>>();
+  const auto prefill = (*prompts)[i]["prefill"].get<int64_t>();
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(2);
+  std::vector<float> out, logits;
+  auto session = (*m)->new_session(static_cast<int64_t>(tokens.size()));
+  if (which == "prefill_logits") {
+    EXPECT_TRUE((*m)->forward(*session, tokens, {model::AttentionForm::kAuto, true}, &out).ok());
+  } else {
+    EXPECT_TRUE((*m)->forward(*session, std::span(tokens.data(), prefill), {}, &out).ok());
+    for (size_t t = static_cast<size_t>(prefill); t < tokens.size(); ++t) {
+      EXPECT_TRUE((*m)->forward(*session, std::span(tokens.data() + t, 1), {}, &logits).ok());
+      out.insert(out.end(), logits.begin(), logits.end());
+    }
+  }
+  omp_set_num_threads(saved);
+  return out;
+}
 
 TEST(CliLogits, WritesTheGoldenTensorsWithinTolerance) {
   const fs::path out = fs::temp_directory_path() / ("dseek-logits-" + std::to_string(::getpid()) + ".safetensors");
@@ -37,10 +70,16 @@ TEST(CliLogits, WritesTheGoldenTensorsWithinTolerance) {
       ASSERT_NE(g, nullptr) << tensor;
       EXPECT_EQ(g->dtype, view.dtype) << tensor;
       EXPECT_EQ(g->shape, view.shape) << tensor;
-      // tiny-v32's prompt 2 meets an FP8 near-tie of the indexer's top-k, on which side depends
-      // on float summation order (tests/golden/near_tie.h); parity_test follows it in process.
-      // Here its tensors are checked for name, dtype and shape only.
-      if (name == "tiny-v32" && tensor.rfind("p2.", 0) == 0 && view.dtype == DType::kF32) continue;
+      // tiny-v32's prompt 2 meets an FP8 near-tie of the indexer's top-k (4.9e-4 apart) that
+      // the engine resolves the other way from the reference: its logits differ by ~0.16 of
+      // max|logit|. parity_test shows, in process, that flipping that one choice gives the
+      // reference within tolerance; here the command must write exactly what the engine
+      // computes in process for the same prompt.
+      if (name == "tiny-v32" && tensor.rfind("p2.", 0) == 0 && view.dtype == DType::kF32) {
+        EXPECT_LE(relative_error(read_f32(*got.value(), tensor), in_process_logits(name, 2, tensor.substr(3))), 1e-6)
+            << name << " " << tensor;
+        continue;
+      }
       if (view.dtype == DType::kI32)
         EXPECT_EQ(read_i32(*got.value(), tensor), read_i32(*want.value(), tensor)) << name << " " << tensor;
       else
