@@ -6,6 +6,8 @@
 // previous implementation (decode 16 rows to float, dot products) in the same run for a ratio.
 // q8/q4 also get a row "int8": the integer dot-product path (AVX-512 VNNI, linear_int8.h), x
 // quantization included; the family rows run the float path (DSEEK_INT8_DOT=0 equivalent).
+// BF16 and FP8 also get a row "bf16": BF16-compute mode's vdpbf16ps path (linear_bf16.h), x
+// rounding included.
 // Weights are random, several copies cycled so that they come from memory, not from the cache.
 #include <omp.h>
 
@@ -25,6 +27,7 @@
 #include "base/float_types.h"
 #include "bench/machine.h"
 #include "cpu/cpu_features.h"
+#include "cpu/linear_bf16.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 #include "ops/linear.h"
@@ -309,6 +312,13 @@ int main(int argc, char** argv) {
                                                 ws[0].w.group_scales, ws[0].w.group_size}))
         row("int8", run);
       cpu::set_int8_dot(int8_on);
+      if (cpu::bf16_dot_used(k, cpu::WeightView{d, 4096, 7168, ws[0].w.data, nullptr, 128, 128, nullptr, 32})) {
+        row("bf16", [&](const float* xx, int64_t T, const ops::LinearWeight& w, float* yy) {
+          const cpu::WeightView v{w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols,
+                                  w.group_scales, w.group_size};
+          cpu::linear_with(k, cpu::ComputeType::kBf16, xx, T, v, yy);
+        });
+      }
     }
     row("old", old_linear);
   }

@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "base/check.h"
+#include "cpu/linear_bf16.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 
@@ -52,17 +53,6 @@ inline V vraw(const uint8_t* row, int64_t i) {
   }
 }
 
-// Whether any of n FP8 bytes is a NaN (S.1111.111).
-inline bool any_fp8_nan(const uint8_t* p, int64_t n) {
-  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(-1);
-  __mmask64 hit = 0;
-  for (int64_t i = 0; i < n; i += 64) {
-    const __mmask64 live = n - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (n - i)) - 1;
-    hit |= _mm512_mask_cmpeq_epi8_mask(live, _mm512_or_si512(_mm512_maskz_loadu_epi8(live, p + i), sign), ones);
-  }
-  return hit != 0;
-}
-
 constexpr int kMr = 8, kNr = 32;
 
 #include "cpu/linear_simd-inl.h"
@@ -100,6 +90,7 @@ const LinearKernels& avx512_linear_kernels() {
   static const LinearKernels k = [] {
     LinearKernels t{Isa::kAvx512, avx512::gemv, avx512::decode_block, avx512::micro, avx512::kMr, avx512::kNr};
     if (features().avx512_vnni) t.quantize_x = avx512_int8_quantize_x, t.gemv_int8 = avx512_int8_gemv;
+    if (features().avx512_bf16) t.round_x_bf16 = avx512_bf16_round_x, t.gemv_bf16 = avx512_bf16_gemv;
     return t;
   }();
   return k;

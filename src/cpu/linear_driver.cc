@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "base/check.h"
+#include "cpu/linear_bf16.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 
@@ -36,7 +37,7 @@ class Scratch {
   int64_t cap_ = 0;
 };
 
-thread_local Scratch t_xpack, t_rows, t_wpack, t_int8;
+thread_local Scratch t_xpack, t_rows, t_wpack, t_int8, t_bf16, t_xround;
 
 // This thread's share [begin, end) of `n` units split in contiguous chunks of `align` units.
 void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
@@ -47,8 +48,22 @@ void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
   *end = std::min(n, (id + 1) * per * align);
 }
 
+bool parallel_gemv(int64_t T, const WeightView& w) { return w.out * w.in * T >= kParallelMinMacs && w.out >= 8; }
+
+// BF16-compute mode's vdpbf16ps path: x is rounded once, by the calling thread, into its buffer.
+void gemv_bf16(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+  Bf16X q{T, w.in, bf16_x_shift(x, T * w.in, w), reinterpret_cast<uint16_t*>(t_bf16.get((T * w.in + 1) / 2))};
+  k.round_x_bf16(x, q);
+#pragma omp parallel if (parallel_gemv(T, w))
+  {
+    int64_t r0, r1;
+    share(w.out, 4, &r0, &r1);
+    if (r0 < r1) k.gemv_bf16(q, w, r0, r1, y);
+  }
+}
+
 void gemv(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
-  const bool parallel = w.out * w.in * T >= kParallelMinMacs && w.out >= 8;
+  const bool parallel = parallel_gemv(T, w);
   if (int8_dot_used(k, w)) {
     // x is quantized once, by the calling thread, into its buffer; the team shares it.
     const Int8X q = prepare_int8_x(T, w, t_int8.get(static_cast<int64_t>(int8_x_bytes(T, w) + 3) / 4));
@@ -142,7 +157,7 @@ const LinearKernels& linear_kernels(Isa isa) {
   return scalar_linear_kernels();
 }
 
-void linear_with(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+void linear_with(const LinearKernels& k, ComputeType c, const float* x, int64_t T, const WeightView& w, float* y) {
   DSEEK_CHECK(w.data != nullptr, "linear on an unbound weight");
   if (T <= 0 || w.out <= 0) return;
   if (w.in == 0) {
@@ -155,6 +170,15 @@ void linear_with(const LinearKernels& k, const float* x, int64_t T, const Weight
                 "q8/q4 weight without scales or with group size {} not dividing in = {}", w.group_size, w.in);
   }
   if (w.dtype == DType::kF8E4M3) DSEEK_CHECK(w.scale_inv != nullptr && w.block_rows > 0 && w.block_cols > 0);
+  if (c == ComputeType::kBf16) {
+    if (T <= kGemvMaxTokens && bf16_dot_used(k, w)) return gemv_bf16(k, x, T, w, y);
+    if (!(T <= kGemvMaxTokens && int8_dot_used(k, w))) {
+      // Elsewhere the same products on the float kernels, from x rounded to bf16.
+      float* xr = t_xround.get(T * w.in);
+      round_to_bf16(x, T * w.in, xr);
+      x = xr;
+    }
+  }
   if (T <= kGemvMaxTokens) {
     gemv(k, x, T, w, y);
   } else {
@@ -162,8 +186,12 @@ void linear_with(const LinearKernels& k, const float* x, int64_t T, const Weight
   }
 }
 
+void linear_with(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+  linear_with(k, ComputeType::kF32, x, T, w, y);
+}
+
 void linear(const float* x, int64_t T, const WeightView& w, float* y) {
-  linear_with(linear_kernels(active_isa()), x, T, w, y);
+  linear_with(linear_kernels(active_isa()), active_compute_type(), x, T, w, y);
 }
 
 }  // namespace dseek::cpu

@@ -12,12 +12,14 @@
 
 #include <cstdint>
 
+#include "cpu/compute_type.h"
 #include "cpu/cpu_features.h"
 #include "cpu/weight_view.h"
 
 namespace dseek::cpu {
 
 struct Int8X;  // linear_int8.h
+struct Bf16X;  // linear_bf16.h
 
 constexpr int kGemvMaxTokens = 4;
 constexpr int64_t kKc = 256;  // inputs per packed block: a [kKc, nr] float panel stays in L1/L2
@@ -39,15 +41,23 @@ struct LinearKernels {
   // float x [T, in]; gemv_int8 writes y rows [r0, r1) of every token, like gemv.
   void (*quantize_x)(const float* x, const WeightView& w, const Int8X& q) = nullptr;
   void (*gemv_int8)(const Int8X& q, const WeightView& w, int64_t r0, int64_t r1, float* y) = nullptr;
+  // The vdpbf16ps path of BF16-compute mode for BF16/FP8 at T <= kGemvMaxTokens (linear_bf16.h);
+  // null where the family or the CPU has none. round_x_bf16 fills q.data from float x [T, in]
+  // (q.shift already set); gemv_bf16 writes y rows [r0, r1) of every token, like gemv.
+  void (*round_x_bf16)(const float* x, const Bf16X& q) = nullptr;
+  void (*gemv_bf16)(const Bf16X& q, const WeightView& w, int64_t r0, int64_t r1, float* y) = nullptr;
 };
 
 // The table of a family (must be supported by the CPU).
 const LinearKernels& linear_kernels(Isa isa);
 
-// Whole product with the active family, multithreaded over output rows (OpenMP).
+// Whole product with the active family and compute type (compute_type.h), multithreaded over
+// output rows (OpenMP).
 void linear(const float* x, int64_t T, const WeightView& w, float* y);
 
-// Same with an explicit family: benchmarks and tests compare families in one process.
+// Same with an explicit family and compute type: benchmarks and tests compare them in one process.
+void linear_with(const LinearKernels& k, ComputeType c, const float* x, int64_t T, const WeightView& w, float* y);
+// float32 compute.
 void linear_with(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y);
 
 // Per-family tables (defined in linear_{scalar,avx2,avx512}.cc).

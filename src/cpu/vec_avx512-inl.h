@@ -21,3 +21,14 @@ inline float vsum(V v) {
   q = _mm_add_ss(q, _mm_movehdup_ps(q));
   return _mm_cvtss_f32(q);
 }
+
+// Whether any of n FP8 bytes is a NaN (S.1111.111).
+inline bool any_fp8_nan(const uint8_t* p, int64_t n) {
+  const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(-1);
+  __mmask64 hit = 0;
+  for (int64_t i = 0; i < n; i += 64) {
+    const __mmask64 live = n - i >= 64 ? ~__mmask64{0} : (__mmask64{1} << (n - i)) - 1;
+    hit |= _mm512_mask_cmpeq_epi8_mask(live, _mm512_or_si512(_mm512_maskz_loadu_epi8(live, p + i), sign), ones);
+  }
+  return hit != 0;
+}

@@ -95,6 +95,11 @@ void linear(const float* x, int64_t T, const LinearWeight& w, float* y) {
   cpu::linear(x, T, view_of(w), y);
 }
 
+void linear_f32(const float* x, int64_t T, const LinearWeight& w, float* y) {
+  DSEEK_CHECK(!w.empty(), "linear on an unbound weight");
+  cpu::linear_with(cpu::linear_kernels(cpu::active_isa()), cpu::ComputeType::kF32, x, T, view_of(w), y);
+}
+
 void linear_reference(const float* x, int64_t T, const LinearWeight& w, float* y) {
   std::vector<float> row(static_cast<size_t>(w.in));
   for (int64_t r = 0; r < w.out; ++r) {

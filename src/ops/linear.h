@@ -40,8 +40,14 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 // paths that need a weight block as floats (MLA's absorbed W_UK / W_UV, per head and step).
 void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 
-// y [T, out] = x [T, in] . W^T; multithreaded over output rows.
+// y [T, out] = x [T, in] . W^T; multithreaded over output rows. Computes in the process's
+// compute type (cpu/compute_type.h: --dtype).
 void linear(const float* x, int64_t T, const LinearWeight& w, float* y);
+
+// The same product in float32 whatever --dtype says: for the small products whose outputs are
+// discrete choices (the MoE router's expert scores, V3.2's indexer scores), where a bf16
+// rounding would flip near-ties and with them the whole computation downstream.
+void linear_f32(const float* x, int64_t T, const LinearWeight& w, float* y);
 
 // Same product, one dot product at a time in double: the slow twin the fast paths are tested
 // against.

@@ -21,84 +21,13 @@
 namespace dseek {
 namespace {
 
+using testing::kMisalign;
 using testing::magnitude;
+using testing::make_weight;
+using testing::TestWeight;
 
 using cpu::Isa;
 using ops::LinearWeight;
-
-// A weight with its bytes at an odd address (mapped safetensors promise no alignment).
-struct TestWeight {
-  std::vector<uint8_t> bytes, scale_bytes;
-  std::vector<float> scales;  // FP8 block scales
-  LinearWeight w;
-};
-
-constexpr size_t kMisalign = 3;
-
-TestWeight make_weight(DType dtype, int64_t out, int64_t in, std::mt19937& rng, int64_t block_rows = 128,
-                       int64_t block_cols = 128, int64_t group = 32, float fp8_scale = 0.05f) {
-  TestWeight t;
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_int_distribution<int> byte(0, 255);
-  std::uniform_real_distribution<float> uni(0.5f, 1.5f);
-  int64_t nbytes = 0;
-  switch (dtype) {
-    case DType::kF32: nbytes = out * in * 4; break;
-    case DType::kBF16:
-    case DType::kF16: nbytes = out * in * 2; break;
-    case DType::kU8: nbytes = out * in / 2; break;
-    default: nbytes = out * in; break;
-  }
-  t.bytes.resize(static_cast<size_t>(nbytes) + kMisalign);
-  uint8_t* d = t.bytes.data() + kMisalign;
-  for (int64_t i = 0; i < out * in; ++i) {
-    const float v = normal(rng);
-    switch (dtype) {
-      case DType::kF32: std::memcpy(d + 4 * i, &v, 4); break;
-      case DType::kBF16: {
-        const uint16_t h = f32_to_bf16(v);
-        std::memcpy(d + 2 * i, &h, 2);
-        break;
-      }
-      case DType::kF16: {
-        const uint16_t h = f32_to_f16(v);
-        std::memcpy(d + 2 * i, &h, 2);
-        break;
-      }
-      case DType::kF8E4M3: {  // every byte but the two NaNs: normals, subnormals, zeros
-        uint8_t b;
-        do b = static_cast<uint8_t>(byte(rng)); while ((b & 0x7f) == 0x7f);
-        d[i] = b;
-        break;
-      }
-      default: break;
-    }
-  }
-  if (dtype == DType::kI8 || dtype == DType::kU8)
-    for (int64_t i = 0; i < nbytes; ++i) d[i] = static_cast<uint8_t>(byte(rng));
-  t.w.dtype = dtype;
-  t.w.out = out;
-  t.w.in = in;
-  t.w.data = d;
-  if (dtype == DType::kF8E4M3) {
-    t.w.block_rows = block_rows;
-    t.w.block_cols = block_cols;
-    const int64_t n = ((out + block_rows - 1) / block_rows) * t.w.scale_cols();
-    for (int64_t i = 0; i < n; ++i) t.scales.push_back(fp8_scale * uni(rng));
-    t.w.scale_inv = t.scales.data();
-  }
-  if (dtype == DType::kI8 || dtype == DType::kU8) {
-    t.w.group_size = group;
-    const int64_t n = out * (in / group);
-    t.scale_bytes.resize(static_cast<size_t>(2 * n) + 1);
-    for (int64_t i = 0; i < n; ++i) {
-      const uint16_t h = f32_to_f16(0.02f * uni(rng));
-      std::memcpy(t.scale_bytes.data() + 1 + 2 * i, &h, 2);  // odd address too
-    }
-    t.w.group_scales = t.scale_bytes.data() + 1;
-  }
-  return t;
-}
 
 // Compares linear (active family) with the reference; NaN/Inf must match where the reference has them.
 void expect_matches_reference(const LinearWeight& w, int64_t T, std::mt19937& rng, const std::string& what) {

@@ -1,0 +1,61 @@
+// The family-independent half of the bfloat16 path: when it runs, the activation shift, and
+// the slow twin.
+#include "cpu/linear_bf16.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "base/float_types.h"
+
+namespace dseek::cpu {
+
+int bf16_x_shift(const float* x, int64_t n, const WeightView& w) {
+  if (w.dtype != DType::kF8E4M3) return 0;
+  float amax = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return 0;
+    amax = std::max(amax, std::fabs(x[i]));
+  }
+  if (amax == 0.0f) return 120;
+  // bf16 rounding may carry amax up to the next power of two: 2^(e + 1) * 2^shift <= 2^127.
+  return std::min(120, 126 - std::ilogb(amax));
+}
+
+bool bf16_dot_used(const LinearKernels& k, const WeightView& w) {
+  if (k.gemv_bf16 == nullptr) return false;
+  if (w.dtype == DType::kBF16) return true;
+  return w.dtype == DType::kF8E4M3 && w.block_cols % 32 == 0;
+}
+
+void round_to_bf16(const float* x, int64_t n, float* out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
+void linear_bf16_reference(const float* x, int64_t T, const WeightView& w, float* y) {
+  std::vector<float> xr(static_cast<size_t>(T * w.in));
+  round_to_bf16(x, T * w.in, xr.data());
+  const int64_t seg = segment_len(w);
+  for (int64_t r = 0; r < w.out; ++r) {
+    const uint8_t* row = row_ptr(w, r);
+    for (int64_t t = 0; t < T; ++t) {
+      double acc = 0.0;
+      for (int64_t i = 0; i < w.in; ++i) {
+        float v = 0.0f;
+        switch (w.dtype) {
+          case DType::kF32: v = raw_element<DType::kF32>(row, i); break;
+          case DType::kBF16: v = raw_element<DType::kBF16>(row, i); break;
+          case DType::kF16: v = raw_element<DType::kF16>(row, i); break;
+          case DType::kF8E4M3: v = raw_element<DType::kF8E4M3>(row, i); break;
+          case DType::kI8: v = raw_element<DType::kI8>(row, i); break;
+          case DType::kU8: v = raw_element<DType::kU8>(row, i); break;
+          default: break;
+        }
+        acc += static_cast<double>(xr[t * w.in + i]) * static_cast<double>(v * segment_scale(w, r, i / seg));
+      }
+      y[t * w.out + r] = static_cast<float>(acc);
+    }
+  }
+}
+
+}  // namespace dseek::cpu
