@@ -1,5 +1,5 @@
 // `dseek bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--ctx N] [--ctx-fill compute|random] [--reps R]
-//  [--cache-type-k T] [--json]`:
+//  [--cache-type-k T] [--dtype f32|bf16] [--json]`:
 // prefill and decode speed on random tokens, set against this machine's measured memory read
 // bandwidth and peak FMA throughput (see docs/bench.md for the method of each figure).
 #include <omp.h>
@@ -12,6 +12,7 @@
 #include "base/timer.h"
 #include "bench/bench.h"
 #include "commands.h"
+#include "cpu/compute_type.h"
 #include "generation_setup.h"
 #include "model/model_info.h"
 #include "runtime/loader.h"
@@ -23,6 +24,7 @@ namespace {
 struct BenchArgs {
   std::string model;
   std::string cache_type_k = "f32";
+  std::string dtype = "f32";
   std::string ctx_fill = "compute";
   bench::RunOptions run;
   int threads = 0;
@@ -43,6 +45,8 @@ Status run_bench(const BenchArgs& a) {
   DSEEK_ASSIGN_OR_RETURN(auto m, runtime::load_model(a.model, {.verify = !a.no_verify, .progress = true}));
   r.load_seconds = load_clock.seconds();
   DSEEK_RETURN_IF_ERROR(apply_cache_type(a.cache_type_k, *m));
+  DSEEK_RETURN_IF_ERROR(apply_dtype(a.dtype));
+  r.compute_type = std::string(cpu::compute_type_name(cpu::active_compute_type()));
   const model::ModelConfig& c = m->config();
   r.architecture = c.architecture;
   const model::ModelInfo info = model::compute_model_info(m->weights());
@@ -87,6 +91,7 @@ void register_bench(CLI::App& app, Runner* run) {
       ->check(CLI::PositiveNumber)->capture_default_str();
   cmd->add_option("--seed", a->run.seed, "Seed of the random token ids")->capture_default_str();
   add_cache_type_flag(cmd, &a->cache_type_k);
+  add_dtype_flag(cmd, &a->dtype);
   cmd->add_option("--bw-mib", a->bw_mib, "Buffer of the memory bandwidth measurement, MiB")
       ->check(CLI::Range(16.0, 1048576.0))->capture_default_str();
   cmd->add_flag("--no-verify", a->no_verify, "Skip reading every weight once at load (the pages load during the run)");

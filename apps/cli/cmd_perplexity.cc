@@ -28,6 +28,7 @@ namespace fs = std::filesystem;
 struct PerplexityArgs {
   std::string model, file;
   std::string cache_type_k = "f32";
+  std::string dtype = "f32";
   int64_t ctx = 256, stride = 0, max_tokens = 0;
   int threads = 0;
   bool json = false;
@@ -54,6 +55,7 @@ Status run_perplexity(const PerplexityArgs& a) {
   // progress lines and at most one error line.
   DSEEK_ASSIGN_OR_RETURN(auto m, runtime::load_model(dir, {.verify = true, .progress = tty && !a.json}));
   DSEEK_RETURN_IF_ERROR(apply_cache_type(a.cache_type_k, *m));
+  DSEEK_RETURN_IF_ERROR(apply_dtype(a.dtype));
   const int64_t vocab = m->config().vocab_size;
   for (size_t i = 0; i < tokens->size(); ++i)
     if ((*tokens)[i] >= vocab)
@@ -119,6 +121,7 @@ void register_perplexity(CLI::App& app, Runner* run) {
   cmd->add_option("-t,--threads", a->threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   add_cache_type_flag(cmd, &a->cache_type_k);
+  add_dtype_flag(cmd, &a->dtype);
   cmd->callback([=] {
     *run = [=] {
       if (a->threads > 0) omp_set_num_threads(a->threads);

@@ -166,6 +166,7 @@ void register_serve(CLI::App& app, Runner* runner) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--no-verify", f.no_verify, "Skip reading every weight once at load (faster start)");
   add_cache_type_flag(cmd, &f.cache_type_k);
+  add_dtype_flag(cmd, &f.dtype);
   cmd->add_flag("-q,--quiet", a->http.quiet, "No log line per request");
   cmd->callback([=] { *runner = [=] { return run_serve(*a); }; });
 }

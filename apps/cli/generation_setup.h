@@ -34,6 +34,7 @@ struct GenerationFlags {
   std::string format;          // chat format override: v3, r1, v3.1, v3.2
   std::string lora;            // PEFT adapter directory merged in at load (dseek finetune --lora)
   std::string cache_type_k = "f32";  // latent KV cache element type: f32 | bf16 | fp8
+  std::string dtype = "f32";         // matrix-product compute type: f32 | bf16 (cpu/compute_type.h)
   // Which sampling flags were given (they override generation_config.json).
   std::vector<CLI::Option*> sampling_options;
   CLI::Option* temp_option = nullptr;
@@ -47,6 +48,12 @@ void add_generation_flags(CLI::App* cmd, GenerationFlags* f, int64_t default_n_p
 void add_cache_type_flag(CLI::App* cmd, std::string* value);
 // Parses the flag's value and makes it the cache type of the model's sessions and pools.
 Status apply_cache_type(const std::string& value, model::Model& m);
+
+// `--dtype` (vLLM's name): f32/float32 (default, reference precision) or bf16/bfloat16
+// (activations rounded to bfloat16 in every matrix product, float32 sums; cpu/compute_type.h).
+void add_dtype_flag(CLI::App* cmd, std::string* value);
+// Parses the flag's value and makes it the process's compute type.
+Status apply_dtype(const std::string& value);
 
 struct Generation {
   std::shared_ptr<void> lora_keep_alive;  // base checkpoint + merged adapters; outlives `model`

@@ -109,7 +109,7 @@ std::string format_report(const Report& r) {
   std::string s;
   s += fmt::format("model:       {} ({}), weights {}, loaded in {:.1f} s\n", r.model_dir, r.architecture, dtypes,
                    r.load_seconds);
-  s += fmt::format("threads:     {}\n", r.threads);
+  s += fmt::format("threads:     {}, compute {}\n", r.threads, r.compute_type);
   if (o.context > 0)
     s += fmt::format("context:     {} tokens {} first ({:.2f} s, not timed below)\n", o.context,
                      o.random_context ? "of random cache rows written" : "prefilled", r.run.context_seconds);
@@ -196,6 +196,7 @@ std::string report_json(const Report& r) {
       {"weight_bytes_by_dtype", r.bytes_by_dtype},
       {"kv_cache_bytes", r.run.kv_cache_bytes},
       {"kv_cache_type", r.run.kv_cache_type},
+      {"compute_type", r.compute_type},
       {"kv_bytes_per_token", r.run.kv_bytes_per_token},
       {"kv_resident_bytes", r.run.kv_resident_bytes},
       {"load_average_1m", r.load_average_1m},

@@ -45,6 +45,7 @@ Expected<RunResult> run_model(const model::Model& m, const RunOptions& o);
 struct Report {
   std::string model_dir, architecture;
   int threads = 0;
+  std::string compute_type = "f32";  // --dtype: f32 | bf16
   RunOptions options;
   RunResult run;
   double load_seconds = 0;

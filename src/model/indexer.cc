@@ -43,7 +43,7 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
   // Keys: [T, d] -> LayerNorm -> RoPE on the first rope dims -> Hadamard -> FP8 into each
   // sequence's cache at its positions.
   std::vector<float> k(static_cast<size_t>(T * d));
-  ops::linear(x, T, w.wk, k.data());
+  ops::linear_f32(x, T, w.wk, k.data());
   ops::layer_norm(k.data(), w.k_norm_weight.data(), w.k_norm_bias.data(), T, d, kLayerNormEps, k.data());
   for (const MlaSegment& seg : segments) {
     for (int64_t t = 0; t < seg.length; ++t) {
@@ -58,7 +58,7 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
 
   // Queries: [T, H, d] from the q latent, same treatment, quantized per (token, head, block).
   std::vector<float> q(static_cast<size_t>(T * H * d));
-  ops::linear(q_latent, T, w.wq_b, q.data());
+  ops::linear_f32(q_latent, T, w.wq_b, q.data());
   std::vector<uint8_t> q8(q.size());
   std::vector<float> q_scales(static_cast<size_t>(T * H * blocks));
   for (const MlaSegment& seg : segments) {
@@ -72,7 +72,7 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
 
   // Head weights: [T, H], computed in float32 as the fixed reference does.
   std::vector<float> head_w(static_cast<size_t>(T * H));
-  ops::linear(x, T, w.weights_proj, head_w.data());
+  ops::linear_f32(x, T, w.weights_proj, head_w.data());
   const float head_scale = 1.0f / std::sqrt(static_cast<float>(H));
   const float dot_scale = 1.0f / std::sqrt(static_cast<float>(d));
   for (float& v : head_w) v = v * head_scale * dot_scale;

@@ -45,7 +45,13 @@ Queries project_queries(const ModelConfig& c, const AttentionWeights& w, const R
   out.q.resize(static_cast<size_t>(T * H * dqk));
   if (c.has_q_lora()) {
     out.q_latent.resize(static_cast<size_t>(T * c.q_lora_rank));
-    ops::linear(x, T, w.q_a_proj, out.q_latent.data());
+    // With a V3.2 indexer this latent is also the indexer's query input: float32, as the
+    // indexer's own products are (ops::linear_f32), so that --dtype bf16 does not move its top-k.
+    if (c.index_topk > 0) {
+      ops::linear_f32(x, T, w.q_a_proj, out.q_latent.data());
+    } else {
+      ops::linear(x, T, w.q_a_proj, out.q_latent.data());
+    }
     ops::rms_norm(out.q_latent.data(), w.q_a_layernorm.data(), T, c.q_lora_rank, static_cast<float>(c.rms_norm_eps),
                   out.q_latent.data());
     ops::linear(out.q_latent.data(), T, w.q_b_proj, out.q.data());

@@ -66,7 +66,7 @@ void ffn_forward(const FfnWeights& w, const float* x, int64_t T, float* y) {
 void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int64_t T, float* out) {
   const int64_t D = c.hidden_size, E = c.n_routed_experts;
   std::vector<float> logits(static_cast<size_t>(T * E));  // [T, E], float32 router
-  ops::linear(x, T, w.gate, logits.data());
+  ops::linear_f32(x, T, w.gate, logits.data());  // routing: no bf16 near-tie flips
 
   // Group the tokens by expert so each expert runs once over all the tokens routed to it.
   std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(E));  // expert -> (token, weight)
