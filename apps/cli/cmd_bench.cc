@@ -60,6 +60,9 @@ Status run_bench(const BenchArgs& a) {
   r.peak_rss_bytes = bench::peak_rss_bytes();
 
   r.bandwidth = bench::measure_read_bandwidth(r.threads, static_cast<uint64_t>(a.bw_mib * 1024 * 1024), a.bw_passes);
+  std::vector<std::span<const uint8_t>> weights;
+  for (const auto& [name, t] : m->weights().checkpoint().tensors()) weights.emplace_back(t->data, t->nbytes);
+  r.weights_bandwidth = bench::measure_regions_read_bandwidth(r.threads, weights, a.bw_passes);
   r.fma = bench::measure_peak_fma(r.threads, 0.2, a.fma_runs);
   double load[1];
   if (getloadavg(load, 1) == 1) r.load_average_1m = load[0];

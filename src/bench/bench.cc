@@ -98,6 +98,9 @@ double Report::decode_bytes_per_second() const {
   return run.decode_tokens_per_second * static_cast<double>(active.total());
 }
 double Report::decode_efficiency() const { return ratio(decode_bytes_per_second(), bandwidth.bytes_per_second); }
+double Report::decode_weights_efficiency() const {
+  return ratio(decode_bytes_per_second(), weights_bandwidth.bytes_per_second);
+}
 double Report::prefill_flops_per_second() const { return ratio(flops.total(), run.prefill_seconds); }
 double Report::prefill_efficiency() const { return ratio(prefill_flops_per_second(), fma.flops_per_second); }
 
@@ -131,12 +134,21 @@ std::string format_report(const Report& r) {
   s += fmt::format("memory read bandwidth: {:.2f} GB/s ({} threads, {:.2f} GiB buffer, best of {})\n",
                    r.bandwidth.bytes_per_second / 1e9, r.bandwidth.threads,
                    static_cast<double>(r.bandwidth.buffer_bytes) / (1024.0 * 1024 * 1024), r.bandwidth.passes);
+  if (r.weights_bandwidth.buffer_bytes > 0)
+    s += fmt::format("weights read bandwidth: {:.2f} GB/s (the model's {} of mapped tensors, {} threads, best of {})\n",
+                     r.weights_bandwidth.bytes_per_second / 1e9,
+                     human(static_cast<double>(r.weights_bandwidth.buffer_bytes), "B"), r.weights_bandwidth.threads,
+                     r.weights_bandwidth.passes);
   s += fmt::format("peak FP32 FMA:         {:.1f} GFLOP/s ({}, {} threads, best of {})\n", r.fma.flops_per_second / 1e9,
                    r.fma.isa, r.fma.threads, r.fma.runs);
   s += fmt::format("decode efficiency:     {:.2f}% ({:.2f} tokens/s x {} = {:.2f} GB/s of {:.2f} GB/s)\n",
                    100 * r.decode_efficiency(), r.run.decode_tokens_per_second,
                    human(static_cast<double>(r.active.total()), "B"), r.decode_bytes_per_second() / 1e9,
                    r.bandwidth.bytes_per_second / 1e9);
+  if (r.weights_bandwidth.buffer_bytes > 0)
+    s += fmt::format("decode efficiency against the weights' own memory: {:.2f}% ({:.2f} GB/s of {:.2f} GB/s)\n",
+                     100 * r.decode_weights_efficiency(), r.decode_bytes_per_second() / 1e9,
+                     r.weights_bandwidth.bytes_per_second / 1e9);
   s += fmt::format("prefill efficiency:    {:.2f}% ({:.2f} GFLOP/s of {:.1f} GFLOP/s)\n", 100 * r.prefill_efficiency(),
                    r.prefill_flops_per_second() / 1e9, r.fma.flops_per_second / 1e9);
   s += fmt::format("peak RSS:    {} (weights {}, KV cache {})\n", human(static_cast<double>(r.peak_rss_bytes), "B"),
@@ -146,9 +158,10 @@ std::string format_report(const Report& r) {
                    "allocated as they fill)\n",
                    r.run.kv_cache_type, r.run.kv_bytes_per_token, human(static_cast<double>(r.run.kv_resident_bytes), "B"));
   if (r.load_average_1m >= 0) s += fmt::format("load average (1 min): {:.2f}\n", r.load_average_1m);
-  s += fmt::format("summary: decode {:.2f} tok/s = {:.1f}% of {:.1f} GB/s; prefill {:.1f} tok/s = {:.1f}% of {:.0f} "
+  s += fmt::format("summary: decode {:.2f} tok/s = {:.1f}% of {:.1f} GB/s ({:.1f}% of the weights' {:.1f} GB/s); prefill {:.1f} tok/s = {:.1f}% of {:.0f} "
                    "GFLOP/s; peak RSS {}\n",
                    r.run.decode_tokens_per_second, 100 * r.decode_efficiency(), r.bandwidth.bytes_per_second / 1e9,
+                   100 * r.decode_weights_efficiency(), r.weights_bandwidth.bytes_per_second / 1e9,
                    r.run.prefill_tokens_per_second, 100 * r.prefill_efficiency(), r.fma.flops_per_second / 1e9,
                    human(static_cast<double>(r.peak_rss_bytes), "B"));
   return s;
@@ -190,6 +203,9 @@ std::string report_json(const Report& r) {
       {"peak_fma_flops_per_s", r.fma.flops_per_second},
       {"fma_isa", r.fma.isa},
       {"decode_efficiency", r.decode_efficiency()},
+      {"weights_read_bytes_per_s", r.weights_bandwidth.bytes_per_second},
+      {"weights_read_bytes", r.weights_bandwidth.buffer_bytes},
+      {"decode_weights_efficiency", r.decode_weights_efficiency()},
       {"prefill_efficiency", r.prefill_efficiency()},
       {"peak_rss_bytes", r.peak_rss_bytes},
       {"weight_bytes_total", r.weight_bytes_total},

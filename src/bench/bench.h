@@ -53,14 +53,16 @@ struct Report {
   std::map<std::string, uint64_t> bytes_by_dtype;  // of the checkpoint, FP8 scales included
   ActiveBytes active;
   PrefillFlops flops;
-  BandwidthResult bandwidth;
+  BandwidthResult bandwidth;          // an anonymous 1 GiB buffer
+  BandwidthResult weights_bandwidth;  // the model's own mapped tensors (0 bytes: not measured)
   FmaResult fma;
   uint64_t peak_rss_bytes = 0;  // after the model run, before the machine measurements
   double load_average_1m = -1;  // of the machine when the measurements ended
 
   // decode: tokens/s x active bytes per token / bandwidth; prefill: FLOP/s / peak FLOP/s.
   double decode_bytes_per_second() const;
-  double decode_efficiency() const;
+  double decode_efficiency() const;          // against `bandwidth`
+  double decode_weights_efficiency() const;  // against `weights_bandwidth`
   double prefill_flops_per_second() const;
   double prefill_efficiency() const;
 };

@@ -5,7 +5,9 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <vector>
 
 namespace dseek::bench {
 
@@ -15,6 +17,7 @@ struct BandwidthResult {
   uint64_t buffer_bytes = 0;
   int threads = 0;
   int passes = 0;
+  uint64_t byte_sum = 0;  // measure_regions_read_bandwidth: the sum of every byte read (a check)
 };
 
 // Reads a buffer of `buffer_bytes` (rounded down to a multiple of 4 KiB per thread; make it
@@ -23,6 +26,15 @@ struct BandwidthResult {
 // The buffer is first written by the same threads (first touch: its pages are local to them
 // and really mapped, not the shared zero page). threads <= 0: omp_get_max_threads().
 BandwidthResult measure_read_bandwidth(int threads, uint64_t buffer_bytes, int passes);
+
+// Reads the given byte ranges (a model's mapped weight tensors) `passes` times with `threads`
+// OpenMP threads, each summing its contiguous share of their concatenation with vector integer
+// loads, and keeps the fastest pass: the read bandwidth of the memory the weights actually sit
+// in (page-cache pages of the mapped checkpoint, which decode must stream), to set beside the
+// anonymous buffer of measure_read_bandwidth. Pages not yet resident are read in by the first
+// pass; keep passes >= 2. byte_sum: the sum of all the bytes, however the threads split them.
+BandwidthResult measure_regions_read_bandwidth(int threads, const std::vector<std::span<const uint8_t>>& regions,
+                                               int passes);
 
 struct FmaResult {
   double flops_per_second = 0;  // 2 FLOPs per FMA lane, all threads together, best run

@@ -35,7 +35,8 @@ TEST(BenchCli, JsonFiguresArePresentAndConsistent) {
        {"prefill_tokens_per_s", "prefill_seconds", "decode_tokens_per_s", "decode_seconds", "active_bytes_per_token",
         "active_bytes_non_expert", "active_bytes_routed", "active_bytes_embedding_row", "prefill_flops",
         "prefill_flops_per_s", "mem_read_bandwidth_bytes_per_s", "peak_fma_flops_per_s", "decode_efficiency",
-        "prefill_efficiency", "peak_rss_bytes", "weight_bytes_total", "kv_cache_bytes", "threads"}) {
+        "prefill_efficiency", "peak_rss_bytes", "weight_bytes_total", "kv_cache_bytes", "threads",
+        "weights_read_bytes_per_s", "weights_read_bytes", "decode_weights_efficiency"}) {
     ASSERT_TRUE(j.contains(key) && j[key].is_number()) << key << " in " << r.out;
     EXPECT_TRUE(std::isfinite(j[key].get<double>())) << key;
     EXPECT_GT(j[key].get<double>(), 0.0) << key;
@@ -49,6 +50,11 @@ TEST(BenchCli, JsonFiguresArePresentAndConsistent) {
   const double bw = j["mem_read_bandwidth_bytes_per_s"], peak = j["peak_fma_flops_per_s"];
   // The efficiencies are the documented ratios of the printed figures.
   expect_rel_near(j["decode_efficiency"], tps * bytes / bw, 1e-9, "decode_efficiency");
+  expect_rel_near(j["decode_weights_efficiency"], tps * bytes / j["weights_read_bytes_per_s"].get<double>(), 1e-9,
+                  "decode_weights_efficiency");
+  // The weights measurement reads every tensor of the checkpoint once per pass.
+  EXPECT_EQ(j["weights_read_bytes"].get<uint64_t>(), j["weight_bytes_total"].get<uint64_t>());
+  EXPECT_EQ(j["compute_type"], "f32");
   expect_rel_near(j["prefill_flops_per_s"], j["prefill_flops"].get<double>() / j["prefill_seconds"].get<double>(),
                   1e-9, "prefill_flops_per_s");
   expect_rel_near(j["prefill_efficiency"], j["prefill_flops_per_s"].get<double>() / peak, 1e-9, "prefill_efficiency");
@@ -68,7 +74,8 @@ TEST(BenchCli, TextReportHasEveryLine) {
   const CommandResult r = run_dseek("bench -m " + kTinyV3 + " -p 8 -n 2 --ctx 8 --reps 2 --bw-mib 64 -t 1");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   for (const char* line : {"threads:     1", "context:     8 tokens", "prefill:", "(best of 2)", "decode:",
-                           "active weight bytes / token: 2.62 MB", "prefill FLOPs:", "memory read bandwidth:",
+                           "active weight bytes / token: 2.62 MB", "prefill FLOPs:", "memory read bandwidth:", "weights read bandwidth:",
+                           "decode efficiency against the weights' own memory:",
                            "peak FP32 FMA:", "decode efficiency:", "prefill efficiency:", "peak RSS:", "summary:"})
     EXPECT_NE(r.out.find(line), std::string::npos) << line << " in\n" << r.out;
 }
@@ -93,6 +100,19 @@ TEST(BenchCli, CacheTypeSpellingsAndRandomContext) {
   const CommandResult fill = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --ctx 8 --ctx-fill zeros");
   EXPECT_NE(fill.exit_code, 0);
   EXPECT_NE(fill.err.find("ctx-fill"), std::string::npos) << fill.err;
+}
+
+// --dtype as vLLM spells it: the report names the compute type; an unknown one is an error that
+// names the flag.
+TEST(BenchCli, ComputeTypeFlag) {
+  for (const std::string flag : {"--dtype bf16", "--dtype bfloat16", "--dtype=bf16"}) {
+    const CommandResult r = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --bw-mib 16 --json " + flag);
+    ASSERT_EQ(r.exit_code, 0) << flag << ": " << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["compute_type"], "bf16") << flag;
+  }
+  const CommandResult bad = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --dtype fp16");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("--dtype"), std::string::npos) << bad.err;
 }
 
 TEST(BenchCli, TooLongARunIsAOneLineError) {
