@@ -7,7 +7,8 @@
 // q8/q4 also get a row "int8": the integer dot-product path (AVX-512 VNNI, linear_int8.h), x
 // quantization included; the family rows run the float path (DSEEK_INT8_DOT=0 equivalent).
 // BF16 and FP8 also get a row "bf16": BF16-compute mode's vdpbf16ps path (linear_bf16.h), x
-// rounding included.
+// rounding included; in the packed table a "bf16" column (vdpbf16ps does 2 multiply-adds per
+// lane, so it can pass 100% of the FP32 FMA peak).
 // Weights are random, several copies cycled so that they come from memory, not from the cache.
 #include <omp.h>
 
@@ -349,6 +350,12 @@ int main(int argc, char** argv) {
         const double s = best_time(quick ? 2 : 3, 1, [&](int) { cpu::linear_with(k, x.data(), sh.T, v, y.data()); });
         std::printf("  %s %6.1f (%3.0f%%)", std::string(cpu::isa_name(isa)).c_str(), flops / s / 1e9,
                     100.0 * flops / s / fma.flops_per_second);
+        if (cpu::bf16_gemm_used(k, v)) {
+          const double sb = best_time(quick ? 2 : 3, 1, [&](int) {
+            cpu::linear_with(k, cpu::ComputeType::kBf16, x.data(), sh.T, v, y.data());
+          });
+          std::printf("  bf16 %6.1f (%3.0f%%)", flops / sb / 1e9, 100.0 * flops / sb / fma.flops_per_second);
+        }
       }
       const double s = best_time(quick ? 1 : 2, 1, [&](int) { old_linear(x.data(), sh.T, m.w, y.data()); });
       std::printf("  old %6.1f   load %.2f\n", flops / s / 1e9, load_average());

@@ -90,7 +90,10 @@ const LinearKernels& avx512_linear_kernels() {
   static const LinearKernels k = [] {
     LinearKernels t{Isa::kAvx512, avx512::gemv, avx512::decode_block, avx512::micro, avx512::kMr, avx512::kNr};
     if (features().avx512_vnni) t.quantize_x = avx512_int8_quantize_x, t.gemv_int8 = avx512_int8_gemv;
-    if (features().avx512_bf16) t.round_x_bf16 = avx512_bf16_round_x, t.gemv_bf16 = avx512_bf16_gemv;
+    if (features().avx512_bf16) {
+      t.round_x_bf16 = avx512_bf16_round_x, t.gemv_bf16 = avx512_bf16_gemv;
+      t.pack_bf16 = avx512_bf16_pack, t.micro_bf16 = avx512_bf16_micro;
+    }
     return t;
   }();
   return k;

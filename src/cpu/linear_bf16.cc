@@ -13,10 +13,9 @@ namespace dseek::cpu {
 int bf16_x_shift(const float* x, int64_t n, const WeightView& w) {
   if (w.dtype != DType::kF8E4M3) return 0;
   float amax = 0.0f;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!std::isfinite(x[i])) return 0;
-    amax = std::max(amax, std::fabs(x[i]));
-  }
+  // NaN and infinity stay what they are at any shift: only the finite values set it.
+  for (int64_t i = 0; i < n; ++i)
+    if (std::isfinite(x[i])) amax = std::max(amax, std::fabs(x[i]));
   if (amax == 0.0f) return 120;
   // bf16 rounding may carry amax up to the next power of two: 2^(e + 1) * 2^shift <= 2^127.
   return std::min(120, 126 - std::ilogb(amax));
@@ -26,6 +25,12 @@ bool bf16_dot_used(const LinearKernels& k, const WeightView& w) {
   if (k.gemv_bf16 == nullptr) return false;
   if (w.dtype == DType::kBF16) return true;
   return w.dtype == DType::kF8E4M3 && w.block_cols % 32 == 0;
+}
+
+bool bf16_gemm_used(const LinearKernels& k, const WeightView& w) {
+  if (k.micro_bf16 == nullptr) return false;
+  if (w.dtype == DType::kBF16) return true;
+  return w.dtype == DType::kF8E4M3 && w.block_cols % 2 == 0 && w.block_rows % kBf16Nr == 0;
 }
 
 void round_to_bf16(const float* x, int64_t n, float* out) {

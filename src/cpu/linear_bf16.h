@@ -28,12 +28,31 @@ struct Bf16X {
 };
 
 // The shift of the layout above for x [n] against w: 0 for BF16 weights; for FP8,
-// min(120, 126 - floor(log2 max|x|)) (120 when x is all zeros, 0 when it holds a NaN or inf).
+// min(120, 126 - floor(log2 max|x|)) over the finite values of x (120 when there are none or all
+// are zero).
 int bf16_x_shift(const float* x, int64_t n, const WeightView& w);
 
 // Whether linear_with(k, kBf16, ...) takes the vdpbf16ps path for w at T <= kGemvMaxTokens: the
 // family has it (AVX-512 with BF16) and w is BF16 or FP8 with blocks a multiple of 32 inputs wide.
 bool bf16_dot_used(const LinearKernels& k, const WeightView& w);
+
+// The packed product of BF16-compute mode (T > kGemvMaxTokens), as the float one (linear_kernels.h)
+// but on bf16 pairs: x is rounded and packed as [pairs][kBf16Mr] 32-bit words (inputs 2p and
+// 2p + 1 of a token in one word), a panel of kBf16Nr weight rows as [pairs][kBf16Nr] words holding
+// the weights' exact bf16 values (FP8 unscaled: e4m3 fits bf16 exactly), and the micro-kernel
+// adds scale x (xp . wp) to c with one vdpbf16ps per pair and 16 outputs. An FP8 block is one
+// kc block with its scale, so its panel must not straddle block rows.
+constexpr int kBf16Mr = 8, kBf16Nr = 32;
+constexpr int64_t kBf16Kc = 256;  // inputs per block for BF16 weights (FP8: block_cols)
+
+// Whether the packed bf16 product runs for w: the family has it, w is BF16, or FP8 with even
+// block_cols and block_rows a multiple of kBf16Nr.
+bool bf16_gemm_used(const LinearKernels& k, const WeightView& w);
+
+// The AVX-512 + BF16 implementation of the two (linear_bf16_avx512.cc).
+void avx512_bf16_pack(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int64_t k, uint32_t* wp);
+void avx512_bf16_micro(const uint32_t* xp, const uint32_t* wp, int64_t pairs, float scale, float* c, int64_t ldc,
+                       bool accumulate, int m, int n);
 
 // The AVX-512 + BF16 implementation (linear_bf16_avx512.cc): the avx512 table's round_x_bf16 and
 // gemv_bf16 when the CPU has AVX512_BF16.

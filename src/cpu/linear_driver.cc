@@ -7,6 +7,7 @@
 #include <cstdlib>
 
 #include "base/check.h"
+#include "base/float_types.h"
 #include "cpu/linear_bf16.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
@@ -141,6 +142,57 @@ void gemm_pass(const LinearKernels& k, const float* x, int64_t T, const WeightVi
   }
 }
 
+// BF16-compute mode's packed product (linear_bf16.h): the blocking of gemm_pass on bf16 pairs.
+// x is rounded while packed ([in / kc][T / mr][pairs][mr] words); each panel of kBf16Nr weight
+// rows x one block of kc inputs (an FP8 scale block) is packed once and swept by every token block.
+void gemm_bf16_pass(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+  constexpr int64_t mr = kBf16Mr, nr = kBf16Nr;
+  const bool fp8 = w.dtype == DType::kF8E4M3;
+  const int64_t in = w.in, out = w.out, kc = fp8 ? w.block_cols : kBf16Kc, block_pairs = (kc + 1) / 2;
+  const int64_t panels = (out + nr - 1) / nr, tblocks = (T + mr - 1) / mr, cblocks = (in + kc - 1) / kc;
+  const int64_t slice = tblocks * mr * block_pairs, scale_cols = (in + w.block_cols - 1) / w.block_cols;
+  uint32_t* xp = reinterpret_cast<uint32_t*>(t_xpack.get(cblocks * slice));  // shared by the team below
+  const bool parallel = w.out * w.in * T >= kParallelMinMacs && panels >= 2;
+#pragma omp parallel if (parallel)
+  {
+#pragma omp for schedule(static)
+    for (int64_t u = 0; u < cblocks * tblocks; ++u) {
+      const int64_t cb = u / tblocks, tb = u % tblocks, c0 = cb * kc, kcur = std::min(kc, in - c0);
+      const int64_t pairs = (kcur + 1) / 2;
+      uint32_t* dst = xp + cb * slice + tb * mr * pairs;
+      for (int64_t i = 0; i < mr; ++i) {
+        const int64_t t = tb * mr + i;
+        for (int64_t p = 0; p < pairs; ++p) {
+          uint32_t word = 0;
+          if (t < T) {
+            const float* src = x + t * in + c0 + 2 * p;
+            word = f32_to_bf16(src[0]) | (2 * p + 1 < kcur ? static_cast<uint32_t>(f32_to_bf16(src[1])) << 16 : 0u);
+          }
+          dst[p * mr + i] = word;
+        }
+      }
+    }
+    int64_t p0, p1;
+    share(panels, 1, &p0, &p1);
+    if (p0 < p1) {
+      uint32_t* wp = reinterpret_cast<uint32_t*>(t_wpack.get(nr * block_pairs));
+      for (int64_t cb = 0; cb < cblocks; ++cb) {
+        const int64_t c0 = cb * kc, kcur = std::min(kc, in - c0), pairs = (kcur + 1) / 2;
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t r0 = p * nr, n = std::min(nr, out - r0);
+          k.pack_bf16(w, r0, n, c0, kcur, wp);
+          const float scale = fp8 ? w.scale_inv[(r0 / w.block_rows) * scale_cols + cb] : 1.0f;
+          for (int64_t tb = 0; tb < tblocks; ++tb) {
+            const int m = static_cast<int>(std::min(mr, T - tb * mr));
+            k.micro_bf16(xp + cb * slice + tb * mr * pairs, wp, pairs, scale, y + tb * mr * out + r0, out, cb > 0, m,
+                         static_cast<int>(n));
+          }
+        }
+      }
+    }
+  }
+}
+
 void gemm(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
   for (int64_t t0 = 0; t0 < T; t0 += kTc) gemm_pass(k, x + t0 * w.in, std::min(kTc, T - t0), w, y + t0 * w.out);
 }
@@ -172,6 +224,11 @@ void linear_with(const LinearKernels& k, ComputeType c, const float* x, int64_t 
   if (w.dtype == DType::kF8E4M3) DSEEK_CHECK(w.scale_inv != nullptr && w.block_rows > 0 && w.block_cols > 0);
   if (c == ComputeType::kBf16) {
     if (T <= kGemvMaxTokens && bf16_dot_used(k, w)) return gemv_bf16(k, x, T, w, y);
+    if (T > kGemvMaxTokens && bf16_gemm_used(k, w)) {
+      for (int64_t t0 = 0; t0 < T; t0 += kTc)
+        gemm_bf16_pass(k, x + t0 * w.in, std::min(kTc, T - t0), w, y + t0 * w.out);
+      return;
+    }
     if (!(T <= kGemvMaxTokens && int8_dot_used(k, w))) {
       // Elsewhere the same products on the float kernels, from x rounded to bf16.
       float* xr = t_xround.get(T * w.in);

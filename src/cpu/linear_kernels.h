@@ -46,6 +46,11 @@ struct LinearKernels {
   // (q.shift already set); gemv_bf16 writes y rows [r0, r1) of every token, like gemv.
   void (*round_x_bf16)(const float* x, const Bf16X& q) = nullptr;
   void (*gemv_bf16)(const Bf16X& q, const WeightView& w, int64_t r0, int64_t r1, float* y) = nullptr;
+  // The packed product of BF16-compute mode for BF16/FP8 at larger T (linear_bf16.h): panel
+  // packing of n <= kBf16Nr weight rows and the vdpbf16ps micro-kernel; null where absent.
+  void (*pack_bf16)(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int64_t k, uint32_t* wp) = nullptr;
+  void (*micro_bf16)(const uint32_t* xp, const uint32_t* wp, int64_t pairs, float scale, float* c, int64_t ldc,
+                     bool accumulate, int m, int n) = nullptr;
 };
 
 // The table of a family (must be supported by the CPU).
