@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "base/check.h"
 #include "cpu/linear_kernels.h"
@@ -46,6 +47,13 @@ inline V vraw(const uint8_t* row, int64_t i) {
     const __m256i v = _mm256_cvtepu8_epi32(_mm_unpacklo_epi8(lo, hi));
     return _mm256_cvtepi32_ps(_mm256_sub_epi32(v, _mm256_set1_epi32(8)));
   }
+}
+
+// Nonzero when one of the 8 FP8 bytes from p[i] is a NaN (S.1111.111).
+inline uint32_t fp8_nan_bits(const uint8_t* p, int64_t i) {
+  const __m128i b = load8(p + i);
+  const __m128i hit = _mm_cmpeq_epi8(_mm_or_si128(b, _mm_set1_epi8(static_cast<char>(0x80))), _mm_set1_epi8(-1));
+  return static_cast<uint32_t>(_mm_movemask_epi8(hit)) & 0xffu;
 }
 
 // Whether any of n FP8 bytes is a NaN (S.1111.111).

@@ -1,6 +1,7 @@
 // The matrix-vector kernels and the block decoder, written once and compiled per family: the
 // including file (linear_avx2.cc, linear_avx512.cc) opens its own namespace and defines
-//   V, kLanes, vzero, vset1, vloadu, vstoreu, vfmadd, vmul, vsum, f16_scalar, any_fp8_nan and
+//   V, kLanes, vzero, vset1, vloadu, vstoreu, vfmadd, vmul, vsum, f16_scalar, any_fp8_nan,
+//   fp8_nan_bits(row, i) (nonzero when one of the kLanes bytes from input i is a NaN code) and
 //   template <DType D> V vraw(const uint8_t* row, int64_t i)
 // where vraw loads kLanes unscaled weights starting at input i (i even for q4) from any
 // alignment; FP8 comes back as value * 2^-8 (exact, through f16 bits), the 2^8 goes into the
@@ -119,11 +120,67 @@ void gemv_rows(const float* x, const WeightView& w, int64_t r, float* y) {
 
 constexpr int kGemvRows = 4;
 
+// FP8 rows streamed one at a time in a single pass, as the bf16 path does (linear_bf16_avx512.cc):
+// each row prefetched into L2 kFp8PrefetchBytes ahead, NaN bytes caught on the loaded bytes (the
+// row's block then goes element by element), two partial sums per token so that consecutive
+// multiply-adds do not wait on each other, and each block's sum scaled once.
+constexpr int64_t kFp8PrefetchBytes = 8192;
+
+template <int T>
+void gemv_fp8_row(const float* x, const WeightView& w, int64_t r, float* y) {
+  constexpr DType D = DType::kF8E4M3;
+  const int64_t in = w.in, seg = w.block_cols;
+  const uint8_t* row = row_ptr(w, r);
+  const RowScales<D> scales(w, r);
+  V acc[T];
+  float tail[T];
+  for (int t = 0; t < T; ++t) acc[t] = vzero(), tail[t] = 0.0f;
+  for (int64_t c0 = 0, s = 0; c0 < in; c0 += seg, ++s) {
+    const int64_t c1 = std::min(in, c0 + seg);
+    const float sc = scales[s];
+    float vs;
+    int64_t i = c0, from = c0;  // the block's element-by-element part starts at `from`
+    if (vector_scale<D>(sc, &vs)) {
+      V sacc[T][2];
+      for (int t = 0; t < T; ++t) sacc[t][0] = sacc[t][1] = vzero();
+      uint32_t nan = 0;
+      auto step = [&]<int H>(int64_t at, std::integral_constant<int, H>) {
+        if ((at & 63) < kLanes) __builtin_prefetch(row + at + kFp8PrefetchBytes, 0, 2);
+        nan |= fp8_nan_bits(row, at);
+        const V wv = vraw<D>(row, at);
+        for (int t = 0; t < T; ++t) sacc[t][H] = vfmadd(wv, vloadu(x + t * in + at), sacc[t][H]);
+      };
+      for (; i + 2 * kLanes <= c1; i += 2 * kLanes) {
+        step(i, std::integral_constant<int, 0>{});
+        step(i + kLanes, std::integral_constant<int, 1>{});
+      }
+      if (i + kLanes <= c1) {
+        step(i, std::integral_constant<int, 0>{});
+        i += kLanes;
+      }
+      if (nan == 0) {
+        from = i;
+        const V sv = vset1(vs);
+        for (int t = 0; t < T; ++t) acc[t] = vfmadd(sacc[t][1], sv, vfmadd(sacc[t][0], sv, acc[t]));
+      }
+    }
+    for (int64_t e = from; e < c1; ++e) {
+      const float v = raw_element<D>(row, e) * sc;
+      for (int t = 0; t < T; ++t) tail[t] += v * x[t * in + e];
+    }
+  }
+  for (int t = 0; t < T; ++t) y[t * w.out + r] = vsum(acc[t]) + tail[t];
+}
+
 template <DType D, int T>
 void gemv_tokens(const float* x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
-  int64_t r = r0;
-  for (; r + kGemvRows <= r1; r += kGemvRows) gemv_rows<D, T, kGemvRows>(x, w, r, y);
-  for (; r < r1; ++r) gemv_rows<D, T, 1>(x, w, r, y);
+  if constexpr (D == DType::kF8E4M3) {
+    for (int64_t r = r0; r < r1; ++r) gemv_fp8_row<T>(x, w, r, y);
+  } else {
+    int64_t r = r0;
+    for (; r + kGemvRows <= r1; r += kGemvRows) gemv_rows<D, T, kGemvRows>(x, w, r, y);
+    for (; r < r1; ++r) gemv_rows<D, T, 1>(x, w, r, y);
+  }
 }
 
 template <DType D>

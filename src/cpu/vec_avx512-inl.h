@@ -22,6 +22,12 @@ inline float vsum(V v) {
   return _mm_cvtss_f32(q);
 }
 
+// Nonzero when one of the 16 FP8 bytes from p[i] is a NaN (S.1111.111).
+inline uint32_t fp8_nan_bits(const uint8_t* p, int64_t i) {
+  const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+  return _mm_cmpeq_epi8_mask(_mm_or_si128(b, _mm_set1_epi8(static_cast<char>(0x80))), _mm_set1_epi8(-1));
+}
+
 // Whether any of n FP8 bytes is a NaN (S.1111.111).
 inline bool any_fp8_nan(const uint8_t* p, int64_t n) {
   const __m512i sign = _mm512_set1_epi8(static_cast<char>(0x80)), ones = _mm512_set1_epi8(-1);
