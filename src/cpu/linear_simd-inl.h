@@ -38,26 +38,22 @@ inline bool vector_scale(float s, float* out) {
   return std::isfinite(*out);  // an infinite or NaN scale: element by element, as the reference
 }
 
-// R consecutive rows from row r, T tokens: every weight vector is decoded once and used by T
-// fused multiply-adds; each x vector is loaded once for R rows.
+// q8/q4 on the float path: R consecutive rows from row r, T tokens: every weight vector is
+// decoded once and used by T fused multiply-adds; each x vector is loaded once for R rows.
 //
-// Scaled formats with T <= 2 sum a segment's unscaled products first and scale the sum once
-// (s * sum(v x) instead of sum((v s) x)): one multiply per segment instead of one per vector,
-// which is what keeps FP8 and q8 ahead of memory. Rounding differs from the reference only in
-// float32 summation order (the products are exact-scaled by powers of two or exact integers).
-// With more tokens the extra accumulators would not fit in registers.
+// With T <= 2 a segment's unscaled products are summed first and the sum scaled once
+// (s * sum(v x) instead of sum((v s) x)): one multiply per segment instead of one per vector.
+// Rounding differs from the reference only in float32 summation order (the products are
+// exact integers times the scale). With more tokens the extra accumulators would not fit in
+// registers.
 template <DType D, int T, int R>
 void gemv_rows(const float* x, const WeightView& w, int64_t r, float* y) {
-  constexpr bool kFold = is_scaled(D) && T <= 2;
+  static_assert(D == DType::kI8 || D == DType::kU8, "the other formats stream a row at a time (gemv_stream_row)");
+  constexpr bool kFold = T <= 2;
   const int64_t in = w.in, seg = segment_len(w);
   const uint8_t* rows[R];
   RowScales<D> scales[R];
   for (int j = 0; j < R; ++j) rows[j] = row_ptr(w, r + j), scales[j] = RowScales<D>(w, r + j);
-  // One scan of the rows for FP8 NaN bytes (it brings them into L1/L2 for the pass below);
-  // only rows holding one check segment by segment.
-  bool nan_free = true;
-  if constexpr (D == DType::kF8E4M3)
-    for (int j = 0; j < R; ++j) nan_free = nan_free && !any_fp8_nan(rows[j], in);
   V acc[R][T];
   float tail[R][T];
   for (int j = 0; j < R; ++j)
@@ -67,17 +63,11 @@ void gemv_rows(const float* x, const WeightView& w, int64_t r, float* y) {
     float sc[R];
     V sv[R];
     bool fast = true;
-    if constexpr (is_scaled(D)) {
-      for (int j = 0; j < R; ++j) {
-        sc[j] = scales[j][s];
-        float vs;
-        fast = vector_scale<D>(sc[j], &vs) && fast;
-        if constexpr (D == DType::kF8E4M3)
-          if (!nan_free) fast = fast && !any_fp8_nan(rows[j] + c0, c1 - c0);
-        sv[j] = vset1(vs);
-      }
-    } else {
-      for (int j = 0; j < R; ++j) sc[j] = 1.0f;
+    for (int j = 0; j < R; ++j) {
+      sc[j] = scales[j][s];
+      float vs;
+      fast = vector_scale<D>(sc[j], &vs) && fast;
+      sv[j] = vset1(vs);
     }
     int64_t i = c0;
     if (fast) {
@@ -100,8 +90,7 @@ void gemv_rows(const float* x, const WeightView& w, int64_t r, float* y) {
           V xv[T];
           for (int t = 0; t < T; ++t) xv[t] = vloadu(x + t * in + i);
           for (int j = 0; j < R; ++j) {
-            V wv = vraw<D>(rows[j], i);
-            if constexpr (is_scaled(D)) wv = vmul(wv, sv[j]);
+            const V wv = vmul(vraw<D>(rows[j], i), sv[j]);
             for (int t = 0; t < T; ++t) acc[j][t] = vfmadd(wv, xv[t], acc[j][t]);
           }
         }
@@ -120,16 +109,25 @@ void gemv_rows(const float* x, const WeightView& w, int64_t r, float* y) {
 
 constexpr int kGemvRows = 4;
 
-// FP8 rows streamed one at a time in a single pass, as the bf16 path does (linear_bf16_avx512.cc):
-// each row prefetched into L2 kFp8PrefetchBytes ahead, NaN bytes caught on the loaded bytes (the
-// row's block then goes element by element), two partial sums per token so that consecutive
-// multiply-adds do not wait on each other, and each block's sum scaled once.
-constexpr int64_t kFp8PrefetchBytes = 8192;
+// F32/BF16/F16/FP8 rows streamed one at a time in a single pass, as the bf16 path does
+// (linear_bf16_avx512.cc): each row prefetched into L2 kStreamPrefetchBytes ahead, FP8 NaN bytes
+// caught on the loaded bytes (the row's block then goes element by element), two partial sums
+// per token so that consecutive multiply-adds do not wait on each other, and each FP8 block's sum
+// scaled once (the unscaled formats are one block of scale 1).
+// On v2-lite-4l (BF16) f32 decode this read 30.3-39.6 tok/s against 24.7-25.0 for 4 rows at a
+// time; on v3-slice-fp8 6.4-6.9 against 5.6-6.1 (alternating dseek bench runs). q8/q4 keep the
+// 4-row loop: their float path is the fallback for CPUs without VNNI, and their 32-input blocks
+// would cost one scaling per 32 inputs here.
+constexpr int64_t kStreamPrefetchBytes = 8192;
 
-template <int T>
-void gemv_fp8_row(const float* x, const WeightView& w, int64_t r, float* y) {
-  constexpr DType D = DType::kF8E4M3;
-  const int64_t in = w.in, seg = w.block_cols;
+template <DType D>
+constexpr int64_t weight_bytes(int64_t inputs) {
+  return D == DType::kF32 ? 4 * inputs : (D == DType::kBF16 || D == DType::kF16) ? 2 * inputs : inputs;
+}
+
+template <DType D, int T>
+void gemv_stream_row(const float* x, const WeightView& w, int64_t r, float* y) {
+  const int64_t in = w.in, seg = segment_len(w);
   const uint8_t* row = row_ptr(w, r);
   const RowScales<D> scales(w, r);
   V acc[T];
@@ -145,8 +143,9 @@ void gemv_fp8_row(const float* x, const WeightView& w, int64_t r, float* y) {
       for (int t = 0; t < T; ++t) sacc[t][0] = sacc[t][1] = vzero();
       uint32_t nan = 0;
       auto step = [&]<int H>(int64_t at, std::integral_constant<int, H>) {
-        if ((at & 63) < kLanes) __builtin_prefetch(row + at + kFp8PrefetchBytes, 0, 2);
-        nan |= fp8_nan_bits(row, at);
+        const int64_t byte = weight_bytes<D>(at);
+        if ((byte & 63) < weight_bytes<D>(kLanes)) __builtin_prefetch(row + byte + kStreamPrefetchBytes, 0, 2);
+        if constexpr (D == DType::kF8E4M3) nan |= fp8_nan_bits(row, at);
         const V wv = vraw<D>(row, at);
         for (int t = 0; t < T; ++t) sacc[t][H] = vfmadd(wv, vloadu(x + t * in + at), sacc[t][H]);
       };
@@ -174,8 +173,8 @@ void gemv_fp8_row(const float* x, const WeightView& w, int64_t r, float* y) {
 
 template <DType D, int T>
 void gemv_tokens(const float* x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
-  if constexpr (D == DType::kF8E4M3) {
-    for (int64_t r = r0; r < r1; ++r) gemv_fp8_row<T>(x, w, r, y);
+  if constexpr (D == DType::kF8E4M3 || D == DType::kBF16 || D == DType::kF16 || D == DType::kF32) {
+    for (int64_t r = r0; r < r1; ++r) gemv_stream_row<D, T>(x, w, r, y);
   } else {
     int64_t r = r0;
     for (; r + kGemvRows <= r1; r += kGemvRows) gemv_rows<D, T, kGemvRows>(x, w, r, y);
