@@ -42,57 +42,38 @@ inline __m512i weight_bits(const uint8_t* row, int64_t i, __mmask32* nan) {
 
 inline V dot(V acc, __m512i w, __m512i x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
 
-// R consecutive rows from row r, T tokens, in one pass over the rows (each byte is loaded once,
-// with a software prefetch kPrefetchBytes ahead). Per FP8 block, the bf16 products are summed
-// unscaled and the sum is scaled once (block scale x 2^(120 - shift)); BF16 rows are one block
-// of scale 1. A block whose scale is not finite goes element by element, as the float path does;
-// so does a row's block found to hold a NaN byte (its vector sums are dropped), and the inputs
-// past the last multiple of 32 of a block.
-template <DType D, int T, int R>
-void gemv_rows(const Bf16X& x, const WeightView& w, int64_t r, float* y) {
+// Row r for T tokens in one pass over the row (each byte is loaded once, with a software
+// prefetch kPrefetchBytes ahead). Per FP8 block, the bf16 products are summed unscaled and the
+// sum is scaled once (block scale x 2^(120 - shift)); a BF16 row is one block of scale 1. A block
+// whose scale is not finite goes element by element, as the float path does; so does a block
+// found to hold a NaN byte (its vector sums are dropped), and the inputs past the last multiple
+// of 32 of a block.
+template <DType D, int T>
+void gemv_row(const Bf16X& x, const WeightView& w, int64_t r, float* y) {
   constexpr bool kFp8 = D == DType::kF8E4M3;
   const int64_t in = w.in, seg = kFp8 ? w.block_cols : in;
   const float x_unit = std::ldexp(1.0f, -x.shift), unshift = kFp8 ? std::ldexp(1.0f, 120 - x.shift) : x_unit;
-  const uint8_t* rows[R];
-  const float* scales[R];
-  for (int j = 0; j < R; ++j) {
-    rows[j] = row_ptr(w, r + j);
-    if constexpr (kFp8) scales[j] = w.scale_inv + ((r + j) / w.block_rows) * ((in + seg - 1) / seg);
-  }
-  V acc[R][T];
-  float tail[R][T];
-  for (int j = 0; j < R; ++j)
-    for (int t = 0; t < T; ++t) acc[j][t] = vzero(), tail[j][t] = 0.0f;
+  const uint8_t* row = row_ptr(w, r);
+  const float* scales = kFp8 ? w.scale_inv + (r / w.block_rows) * ((in + seg - 1) / seg) : nullptr;
+  V acc[T];
+  float tail[T];
+  for (int t = 0; t < T; ++t) acc[t] = vzero(), tail[t] = 0.0f;
   for (int64_t c0 = 0, s = 0; c0 < in; c0 += seg, ++s) {
     const int64_t c1 = std::min(in, c0 + seg);
-    float sc[R];
-    bool fast = true;
-    for (int j = 0; j < R; ++j) {
-      sc[j] = kFp8 ? scales[j][s] : 1.0f;
-      fast = fast && std::isfinite(sc[j] * unshift);
-    }
-    int64_t i = c0, from[R];  // row j's element-by-element part of this block starts at from[j]
-    for (int j = 0; j < R; ++j) from[j] = c0;
-    if (fast) {
-      // Two partial sums per row and token (alternate 32-input steps), so that consecutive
-      // vdpbf16ps of one row do not wait on each other.
-      V sacc[R][T][2];
-      __mmask32 nan[R];
-      for (int j = 0; j < R; ++j) {
-        nan[j] = 0;
-        for (int t = 0; t < T; ++t) sacc[j][t][0] = sacc[j][t][1] = vzero();
-      }
+    const float sc = kFp8 ? scales[s] : 1.0f;
+    int64_t i = c0, from = c0;  // the block's element-by-element part starts at `from`
+    if (std::isfinite(sc * unshift)) {
+      // Two partial sums per token (alternate 32-input steps), so that consecutive vdpbf16ps
+      // do not wait on each other.
+      V sacc[T][2];
+      for (int t = 0; t < T; ++t) sacc[t][0] = sacc[t][1] = vzero();
+      __mmask32 nan = 0;
       // 32 inputs into partial sum H (a constant: the sums must stay in registers).
       auto step = [&]<int H>(int64_t at, std::integral_constant<int, H>) {
-        __m512i xv[T];
-        for (int t = 0; t < T; ++t) xv[t] = _mm512_loadu_si512(x.data + t * in + at);
-        for (int j = 0; j < R; ++j) {
-          // One cache line of this row per 64 bytes read.
-          if (!kFp8 || H == 0)
-            _mm_prefetch(reinterpret_cast<const char*>(rows[j] + (kFp8 ? at : 2 * at) + kPrefetchBytes), _MM_HINT_T1);
-          const __m512i wv = weight_bits<D>(rows[j], at, &nan[j]);
-          for (int t = 0; t < T; ++t) sacc[j][t][H] = dot(sacc[j][t][H], wv, xv[t]);
-        }
+        if (!kFp8 || H == 0)  // one cache line of the row per 64 bytes read
+          _mm_prefetch(reinterpret_cast<const char*>(row + (kFp8 ? at : 2 * at) + kPrefetchBytes), _MM_HINT_T1);
+        const __m512i wv = weight_bits<D>(row, at, &nan);
+        for (int t = 0; t < T; ++t) sacc[t][H] = dot(sacc[t][H], wv, _mm512_loadu_si512(x.data + t * in + at));
       };
       for (; i + 2 * kPair <= c1; i += 2 * kPair) {
         step(i, std::integral_constant<int, 0>{});
@@ -102,38 +83,25 @@ void gemv_rows(const Bf16X& x, const WeightView& w, int64_t r, float* y) {
         step(i, std::integral_constant<int, 0>{});
         i += kPair;
       }
-      for (int j = 0; j < R; ++j) {
-        if (nan[j] != 0) continue;  // this row's block goes element by element below
-        from[j] = i;
-        const V sv = vset1(sc[j] * unshift);
-        for (int t = 0; t < T; ++t) acc[j][t] = vfmadd(_mm512_add_ps(sacc[j][t][0], sacc[j][t][1]), sv, acc[j][t]);
+      if (nan == 0) {
+        from = i;
+        const V sv = vset1(sc * unshift);
+        for (int t = 0; t < T; ++t) acc[t] = vfmadd(_mm512_add_ps(sacc[t][0], sacc[t][1]), sv, acc[t]);
       }
     }
-    for (int j = 0; j < R; ++j) {
-      for (int64_t e = from[j]; e < c1; ++e) {
-        const float v = raw_element<D>(rows[j], e) * sc[j];
-        for (int t = 0; t < T; ++t) tail[j][t] += v * (bf16_to_f32(x.data[t * in + e]) * x_unit);
-      }
+    for (int64_t e = from; e < c1; ++e) {
+      const float v = raw_element<D>(row, e) * sc;
+      for (int t = 0; t < T; ++t) tail[t] += v * (bf16_to_f32(x.data[t * in + e]) * x_unit);
     }
   }
-  for (int j = 0; j < R; ++j)
-    for (int t = 0; t < T; ++t) y[t * w.out + r + j] = vsum(acc[j][t]) + tail[j][t];
-}
-
-template <DType D, int T>
-void gemv_tokens(const Bf16X& x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
-  for (int64_t r = r0; r < r1; ++r) gemv_rows<D, T, 1>(x, w, r, y);  // one row at a time: see kPrefetchBytes
+  for (int t = 0; t < T; ++t) y[t * w.out + r] = vsum(acc[t]) + tail[t];
 }
 
 template <DType D>
 void gemv_t(const Bf16X& x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
-  switch (x.T) {
-    case 1: return gemv_tokens<D, 1>(x, w, r0, r1, y);
-    case 2: return gemv_tokens<D, 2>(x, w, r0, r1, y);
-    case 3: return gemv_tokens<D, 3>(x, w, r0, r1, y);
-    case 4: return gemv_tokens<D, 4>(x, w, r0, r1, y);
-    default: DSEEK_CHECK(false, "bf16 gemv with T = {} > {}", x.T, kGemvMaxTokens);
-  }
+  with_gemv_tokens(x.T, [&](auto t) {
+    for (int64_t r = r0; r < r1; ++r) gemv_row<D, decltype(t)::value>(x, w, r, y);  // a row at a time: see kPrefetchBytes
+  });
 }
 
 // 32 FP8 weights from input i as the exact bf16 of their (unscaled) values: e4m3 -> f16 bits

@@ -170,13 +170,7 @@ void gemv_tokens(const Int8X& q, const WeightView& w, int64_t r0, int64_t r1, fl
 
 template <bool kQ4>
 void gemv_format(const Int8X& q, const WeightView& w, int64_t r0, int64_t r1, float* y) {
-  switch (q.T) {
-    case 1: return gemv_tokens<kQ4, 1>(q, w, r0, r1, y);
-    case 2: return gemv_tokens<kQ4, 2>(q, w, r0, r1, y);
-    case 3: return gemv_tokens<kQ4, 3>(q, w, r0, r1, y);
-    case 4: return gemv_tokens<kQ4, 4>(q, w, r0, r1, y);
-    default: DSEEK_CHECK(false, "int8 gemv with T = {} > {}", q.T, kGemvMaxTokens);
-  }
+  with_gemv_tokens(q.T, [&](auto t) { gemv_tokens<kQ4, decltype(t)::value>(q, w, r0, r1, y); });
 }
 
 void gemv_int8(const Int8X& q, const WeightView& w, int64_t r0, int64_t r1, float* y) {

@@ -11,6 +11,9 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+
+#include "base/check.h"
 
 #include "cpu/compute_type.h"
 #include "cpu/cpu_features.h"
@@ -52,6 +55,19 @@ struct LinearKernels {
   void (*micro_bf16)(const uint32_t* xp, const uint32_t* wp, int64_t pairs, float scale, float* c, int64_t ldc,
                      bool accumulate, int m, int n) = nullptr;
 };
+
+// Calls f(std::integral_constant<int, T>{}) for the T of a matrix-vector call: the kernels are
+// templates on T (their accumulators are arrays of T registers).
+template <typename F>
+void with_gemv_tokens(int64_t T, F&& f) {
+  switch (T) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    default: DSEEK_CHECK(false, "matrix-vector product with T = {} not in [1, {}]", T, kGemvMaxTokens);
+  }
+}
 
 // The table of a family (must be supported by the CPU).
 const LinearKernels& linear_kernels(Isa isa);

@@ -184,13 +184,7 @@ void gemv_tokens(const float* x, const WeightView& w, int64_t r0, int64_t r1, fl
 
 template <DType D>
 void gemv_t(const float* x, int64_t T, const WeightView& w, int64_t r0, int64_t r1, float* y) {
-  switch (T) {
-    case 1: return gemv_tokens<D, 1>(x, w, r0, r1, y);
-    case 2: return gemv_tokens<D, 2>(x, w, r0, r1, y);
-    case 3: return gemv_tokens<D, 3>(x, w, r0, r1, y);
-    case 4: return gemv_tokens<D, 4>(x, w, r0, r1, y);
-    default: DSEEK_CHECK(false, "gemv with T = {} > {}", T, kGemvMaxTokens);
-  }
+  with_gemv_tokens(T, [&](auto t) { gemv_tokens<D, decltype(t)::value>(x, w, r0, r1, y); });
 }
 
 template <DType D>

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -98,16 +99,23 @@ struct Guard {
   ~Guard() { cpu::set_active_isa(saved), cpu::set_int8_dot(int8); }
 };
 
+// Runs f(isa) with each family this CPU has active, int8 dot products off (Guard).
+void each_family(const std::function<void(Isa)>& f) {
+  Guard guard;
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    f(isa);
+  }
+}
+
 std::string name(Isa isa, DType d, int64_t out, int64_t in, int64_t T) {
   return std::string(cpu::isa_name(isa)) + " bf16-compute " + std::string(dtype_name(d)) + " [" +
          std::to_string(out) + "," + std::to_string(in) + "] T=" + std::to_string(T);
 }
 
 TEST(LinearBf16, EveryFamilyAndFormatMatchesTwin) {
-  Guard guard;
   std::mt19937 rng(2026);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
+  each_family([&](Isa isa) {
     for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8})
       for (int64_t out : {1, 7, 37})
         for (int64_t in : {32, 96, 300, 544}) {
@@ -119,16 +127,14 @@ TEST(LinearBf16, EveryFamilyAndFormatMatchesTwin) {
           // bf16 keeps 8 significant bits: x's rounding shows far above float32's 1e-5.
           EXPECT_GT(from_f32, 1e-4) << name(isa, d, out, in, 0) << ": BF16 mode computed like float32";
         }
-  }
+  });
 }
 
 // FP8 blocks narrower than 128 and not a multiple of 32 wide (the vdpbf16ps path only takes
 // multiples of 32), and large block scales.
 TEST(LinearBf16, Fp8BlockShapesAndScales) {
-  Guard guard;
   std::mt19937 rng(31);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
+  each_family([&](Isa isa) {
     for (auto [br, bc, scale] : {std::tuple{16, 32, 0.05f}, std::tuple{5, 24, 0.05f}, std::tuple{128, 64, 3e4f},
                                  std::tuple{128, 128, 1e-6f}}) {
       TestWeight t = make_weight(DType::kF8E4M3, 37, 200, rng, br, bc, 32, scale);
@@ -136,16 +142,14 @@ TEST(LinearBf16, Fp8BlockShapesAndScales) {
         expect_matches_twin(t.w, T, normal_x(T * 200, rng),
                             name(isa, DType::kF8E4M3, 37, 200, T) + " blocks " + std::to_string(br) + "x" + std::to_string(bc));
     }
-  }
+  });
 }
 
 // Activations far from 1: the FP8 path scales x by 2^shift before rounding, which must neither
 // overflow bf16 for large x nor lose small x.
 TEST(LinearBf16, ExtremeActivations) {
-  Guard guard;
   std::mt19937 rng(8);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
+  each_family([&](Isa isa) {
     for (DType d : {DType::kBF16, DType::kF8E4M3}) {
       TestWeight t = make_weight(d, 40, 256, rng);
       for (float scale : {1e-30f, 1e-6f, 3e3f, 1e6f, 1e30f})
@@ -157,15 +161,13 @@ TEST(LinearBf16, ExtremeActivations) {
       ops::linear(zeros.data(), 1, t.w, y.data());
       for (float v : y) EXPECT_EQ(v, 0.0f) << name(isa, d, 40, 256, 1) << " x = 0";
     }
-  }
+  });
 }
 
 // A NaN or an infinity in x, and an FP8 NaN code, reach the outputs they reach in the twin.
 TEST(LinearBf16, NanAndInf) {
-  Guard guard;
   std::mt19937 rng(9);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
+  each_family([&](Isa isa) {
     for (DType d : {DType::kBF16, DType::kF8E4M3}) {
       TestWeight t = make_weight(d, 20, 128, rng);
       if (d == DType::kF8E4M3) t.bytes[testing::kMisalign + 13 * 128 + 50] = 0xff;  // row 13
@@ -178,21 +180,19 @@ TEST(LinearBf16, NanAndInf) {
         }
       }
     }
-  }
+  });
 }
 
 // Several threads, several rows per thread, T at the path switch; several panels, token blocks
 // and input blocks on the packed path.
 TEST(LinearBf16, ThreadedShapes) {
-  Guard guard;
   std::mt19937 rng(12);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
+  each_family([&](Isa isa) {
     for (DType d : {DType::kBF16, DType::kF8E4M3}) {
       TestWeight t = make_weight(d, 300, 768, rng);
       for (int64_t T : {1, 2, 4, 5, 33}) expect_matches_twin(t.w, T, normal_x(T * 768, rng), name(isa, d, 300, 768, T));
     }
-  }
+  });
 }
 
 TEST(LinearBf16, Shift) {
