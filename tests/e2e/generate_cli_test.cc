@@ -20,7 +20,8 @@ std::string join(const std::vector<int32_t>& v) {
   return s;
 }
 
-// Greedy `dseek run` on every golden checkpoint and prompt reproduces DeepSeek's tokens.
+// Greedy `dseek run` on every golden checkpoint and prompt reproduces DeepSeek's tokens, in float32
+// and in BF16-compute mode (--dtype bf16: the golden README's bar for a faster mode).
 TEST(Run, GreedyReproducesGoldenTokens) {
   const std::vector<std::vector<int32_t>> prompts = {
       {167, 487, 79, 204, 335},
@@ -29,12 +30,15 @@ TEST(Run, GreedyReproducesGoldenTokens) {
     auto expected = io::SafetensorsFile::open(golden_dir() + "/expected/" + name + ".safetensors");
     ASSERT_TRUE(expected.ok());
     for (size_t i = 0; i < prompts.size(); ++i) {
-      const auto r = run_dseek("run -m " + golden_dir() + "/models/" + name + " --prompt-ids " + join(prompts[i]) +
-                               " -n 12 --temp 0 --ignore-eos --ids -t 1");
-      ASSERT_EQ(r.exit_code, 0) << r.err;
-      EXPECT_EQ(r.out, join(read_i32(*expected.value(), "p" + std::to_string(i) + ".greedy")) + "\n") << name << " p" << i;
-      EXPECT_NE(r.err.find("generated: 12 tokens"), std::string::npos) << r.err;
-      EXPECT_NE(r.err.find("peak memory"), std::string::npos) << r.err;
+      for (const std::string dtype : {"f32", "bf16"}) {
+        const auto r = run_dseek("run -m " + golden_dir() + "/models/" + name + " --prompt-ids " + join(prompts[i]) +
+                                 " -n 12 --temp 0 --ignore-eos --ids -t 1 --dtype " + dtype);
+        ASSERT_EQ(r.exit_code, 0) << r.err;
+        EXPECT_EQ(r.out, join(read_i32(*expected.value(), "p" + std::to_string(i) + ".greedy")) + "\n")
+            << name << " p" << i << " --dtype " << dtype;
+        EXPECT_NE(r.err.find("generated: 12 tokens"), std::string::npos) << r.err;
+        EXPECT_NE(r.err.find("peak memory"), std::string::npos) << r.err;
+      }
     }
   }
 }
@@ -90,6 +94,10 @@ TEST(Run, BadInputGivesClearErrors) {
   r = run_dseek("run -m " + model + " -p hi --temp -1");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("--temp"), std::string::npos) << r.err;
+
+  r = run_dseek("run -m " + model + " -p hi --dtype fp16");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--dtype"), std::string::npos) << r.err;
 
   r = run_dseek("run -m " + golden_dir() + "/models/tiny-v3 --prompt-ids 1,2,99999");
   EXPECT_EQ(r.exit_code, 1);
