@@ -189,9 +189,15 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
     }
 #pragma omp parallel
     {
-      std::vector<float>& wv = head_weight_scratch(dv * r);  // this head's W_UV, [d_v, r]
+      std::vector<float>& wv = head_weight_scratch(nc > 1 ? dv * r : 0);  // this head's W_UV, [d_v, r]
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < H; ++h) {
+        if (nc == 1) {  // decode: the head's rows streamed once by the matrix-vector kernel
+          const Query& q0 = chunk[0];
+          ops::linear_rows(olat.data() + h * r, w.kv_b_proj, h * (dn + dv) + dn, dv,
+                           o + ((q0.rows->seg->offset + q0.t) * H + h) * dv);
+          continue;
+        }
         ops::decode_rows_fast(w.kv_b_proj, h * (dn + dv) + dn, dv, wv.data());
         for (int64_t i = 0; i < nc; ++i) {
           const float* ol = olat.data() + (i * H + h) * r;

@@ -40,6 +40,11 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 // paths that need a weight block as floats (MLA's absorbed W_UK / W_UV, per head and step).
 void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 
+// y [n] = rows [r0, r0 + n) of W times one x [in], float32, on the calling thread only (the
+// active family's matrix-vector kernel: the rows are streamed, never decoded into a buffer).
+// For per-head pieces of a weight inside a caller's own parallel loop (MLA's W_UV at decode).
+void linear_rows(const float* x, const LinearWeight& w, int64_t r0, int64_t n, float* y);
+
 // y [T, out] = x [T, in] . W^T; multithreaded over output rows. Computes in the process's
 // compute type (cpu/compute_type.h: --dtype).
 void linear(const float* x, int64_t T, const LinearWeight& w, float* y);
