@@ -1,5 +1,7 @@
-// The vdpbf16ps matrix-vector path (linear_bf16.h) for BF16 and FP8 weights. Compiled with the
-// avx512 flags (AVX512_BF16 included); reached only when the CPU reports AVX512_BF16.
+// The vdpbf16ps kernels of BF16-compute mode (linear_bf16.h) for BF16 and FP8 weights: x
+// rounding, the matrix-vector product, and the packed product's panel packing and micro-kernel.
+// Compiled with the avx512 flags (AVX512_BF16 included); reached only when the CPU reports
+// AVX512_BF16.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
