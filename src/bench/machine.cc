@@ -41,41 +41,9 @@ float lane_sum(__m512 v) {
 #endif
 
 // ---- Streaming read ---------------------------------------------------------------------
-// Sums n floats (n a multiple of 64) with four independent vector accumulators: the adds are
-// far faster than memory, so the loop runs at the speed the loads arrive.
-__attribute__((noinline)) float sum_floats(const float* p, size_t n) {
-#if defined(__AVX512F__)
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (size_t i = 0; i < n; i += 64) {
-    a0 = _mm512_add_ps(a0, _mm512_load_ps(p + i));
-    a1 = _mm512_add_ps(a1, _mm512_load_ps(p + i + 16));
-    a2 = _mm512_add_ps(a2, _mm512_load_ps(p + i + 32));
-    a3 = _mm512_add_ps(a3, _mm512_load_ps(p + i + 48));
-  }
-  return lane_sum(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
-#elif defined(__AVX2__)
-  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (size_t i = 0; i < n; i += 32) {
-    a0 = _mm256_add_ps(a0, _mm256_load_ps(p + i));
-    a1 = _mm256_add_ps(a1, _mm256_load_ps(p + i + 8));
-    a2 = _mm256_add_ps(a2, _mm256_load_ps(p + i + 16));
-    a3 = _mm256_add_ps(a3, _mm256_load_ps(p + i + 24));
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-  float s = 0;
-  for (float v : lanes) s += v;
-  return s;
-#else
-  float s = 0;
-#pragma omp simd reduction(+ : s)
-  for (size_t i = 0; i < n; ++i) s += p[i];
-  return s;
-#endif
-}
-
 // Sum of n bytes from any alignment (vpsadbw: each 8 bytes summed into a 64-bit lane), four
-// independent accumulators, as sum_floats. The sum does not depend on how the bytes are split.
+// independent accumulators: the adds are far faster than memory, so the loop runs at the speed
+// the loads arrive. The sum does not depend on how the bytes are split.
 __attribute__((noinline)) uint64_t sum_bytes(const uint8_t* p, size_t n) {
   size_t i = 0;
   uint64_t s = 0;
@@ -191,17 +159,15 @@ __attribute__((noinline)) float fma_chains(int64_t iters, float a, float b) {
 }  // namespace
 
 BandwidthResult measure_read_bandwidth(int threads, uint64_t buffer_bytes, int passes) {
-  BandwidthResult r;
-  r.threads = resolve_threads(threads);
-  r.passes = std::max(passes, 1);
-  // Each thread's share: a whole number of 4 KiB pages (so of 64-float vector steps).
-  const uint64_t share = std::max<uint64_t>(buffer_bytes / static_cast<uint64_t>(r.threads) / 4096, 1) * 4096;
+  const int wanted = resolve_threads(threads);
+  // Each thread's share: a whole number of 4 KiB pages (so of 256-byte vector steps).
+  const uint64_t share = std::max<uint64_t>(buffer_bytes / static_cast<uint64_t>(wanted) / 4096, 1) * 4096;
   const size_t floats_per_share = share / sizeof(float);
-  HugeBuffer buf(static_cast<size_t>(share * static_cast<uint64_t>(r.threads)));
-  int used_threads = r.threads;
+  HugeBuffer buf(static_cast<size_t>(share * static_cast<uint64_t>(wanted)));
+  int used_threads = wanted;
 
   // First touch by the thread that will read the share.
-#pragma omp parallel num_threads(r.threads)
+#pragma omp parallel num_threads(wanted)
   {
     const int t = omp_get_thread_num();
 #pragma omp single
@@ -210,30 +176,10 @@ BandwidthResult measure_read_bandwidth(int threads, uint64_t buffer_bytes, int p
     for (size_t i = 0; i < floats_per_share; ++i) p[i] = 1.0f;
   }
 
-  double best = std::numeric_limits<double>::infinity();
-  for (int pass = 0; pass < r.passes; ++pass) {
-    double t0 = 0, t1 = 0;
-    float sum = 0;
-#pragma omp parallel num_threads(used_threads) reduction(+ : sum)
-    {
-      const int t = omp_get_thread_num();
-#pragma omp barrier
-#pragma omp master
-      t0 = now_seconds();
-#pragma omp barrier
-      sum += sum_floats(buf.data() + static_cast<size_t>(t) * floats_per_share, floats_per_share);
-#pragma omp barrier
-#pragma omp master
-      t1 = now_seconds();
-    }
-    g_sink = g_sink + sum;
-    best = std::min(best, t1 - t0);
-  }
-  r.threads = used_threads;
-  r.buffer_bytes = share * static_cast<uint64_t>(used_threads);
-  r.best_seconds = best;
-  r.bytes_per_second = static_cast<double>(r.buffer_bytes) / best;
-  return r;
+  // Read like any other bytes: each thread's share of the buffer is exactly the share it touched.
+  const auto* bytes = reinterpret_cast<const uint8_t*>(buf.data());
+  return measure_regions_read_bandwidth(used_threads, {std::span(bytes, share * static_cast<uint64_t>(used_threads))},
+                                        passes);
 }
 
 BandwidthResult measure_regions_read_bandwidth(int threads, const std::vector<std::span<const uint8_t>>& regions,

@@ -17,14 +17,15 @@ struct BandwidthResult {
   uint64_t buffer_bytes = 0;
   int threads = 0;
   int passes = 0;
-  uint64_t byte_sum = 0;  // measure_regions_read_bandwidth: the sum of every byte read (a check)
+  uint64_t byte_sum = 0;  // the sum of every byte read (a check)
 };
 
 // Reads a buffer of `buffer_bytes` (rounded down to a multiple of 4 KiB per thread; make it
 // much larger than the last-level cache, e.g. 1 GiB) `passes` times with `threads` OpenMP
 // threads, each summing its own contiguous share with vector loads, and keeps the fastest pass.
 // The buffer is first written by the same threads (first touch: its pages are local to them
-// and really mapped, not the shared zero page). threads <= 0: omp_get_max_threads().
+// and really mapped, not the shared zero page), then read as measure_regions_read_bandwidth
+// reads. threads <= 0: omp_get_max_threads().
 BandwidthResult measure_read_bandwidth(int threads, uint64_t buffer_bytes, int passes);
 
 // Reads the given byte ranges (a model's mapped weight tensors) `passes` times with `threads`
