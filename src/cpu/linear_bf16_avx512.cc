@@ -77,14 +77,7 @@ void gemv_row(const Bf16X& x, const WeightView& w, int64_t r, float* y) {
         const __m512i wv = weight_bits<D>(row, at, &nan);
         for (int t = 0; t < T; ++t) sacc[t][H] = dot(sacc[t][H], wv, _mm512_loadu_si512(x.data + t * in + at));
       };
-      for (; i + 2 * kPair <= c1; i += 2 * kPair) {
-        step(i, std::integral_constant<int, 0>{});
-        step(i + kPair, std::integral_constant<int, 1>{});
-      }
-      if (i + kPair <= c1) {
-        step(i, std::integral_constant<int, 0>{});
-        i += kPair;
-      }
+      i = alternating_steps(i, c1, kPair, step);
       if (nan == 0) {
         from = i;
         const V sv = vset1(sc * unshift);

@@ -69,6 +69,23 @@ void with_gemv_tokens(int64_t T, F&& f) {
   }
 }
 
+// The streaming matrix-vector kernels' inner loop: calls step(at, std::integral_constant<int, H>{})
+// for each `width`-input step from input i that fits below `end`, H alternating 0, 1 (two partial
+// sums, indexed by a constant so that they stay in registers, keep consecutive multiply-adds
+// apart). Returns the first input no step covered.
+template <typename Step>
+int64_t alternating_steps(int64_t i, int64_t end, int64_t width, Step&& step) {
+  for (; i + 2 * width <= end; i += 2 * width) {
+    step(i, std::integral_constant<int, 0>{});
+    step(i + width, std::integral_constant<int, 1>{});
+  }
+  if (i + width <= end) {
+    step(i, std::integral_constant<int, 0>{});
+    i += width;
+  }
+  return i;
+}
+
 // The table of a family (must be supported by the CPU).
 const LinearKernels& linear_kernels(Isa isa);
 

@@ -149,14 +149,7 @@ void gemv_stream_row(const float* x, const WeightView& w, int64_t r, float* y) {
         const V wv = vraw<D>(row, at);
         for (int t = 0; t < T; ++t) sacc[t][H] = vfmadd(wv, vloadu(x + t * in + at), sacc[t][H]);
       };
-      for (; i + 2 * kLanes <= c1; i += 2 * kLanes) {
-        step(i, std::integral_constant<int, 0>{});
-        step(i + kLanes, std::integral_constant<int, 1>{});
-      }
-      if (i + kLanes <= c1) {
-        step(i, std::integral_constant<int, 0>{});
-        i += kLanes;
-      }
+      i = alternating_steps(i, c1, kLanes, step);
       if (nan == 0) {
         from = i;
         const V sv = vset1(vs);
