@@ -27,12 +27,9 @@ namespace dseek {
 namespace {
 
 using testing::magnitude;
+using testing::view_of;
 
 using ops::LinearWeight;
-
-cpu::WeightView view(const LinearWeight& w) {
-  return {w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols, w.group_scales, w.group_size};
-}
 
 const cpu::LinearKernels* int8_kernels() {
   if (!cpu::supported(cpu::Isa::kAvx512)) return nullptr;
@@ -98,7 +95,7 @@ std::vector<float> make_x(int64_t T, int64_t in, std::mt19937& rng, bool extreme
 // The fast path (through the driver, all threads) against the twin and the float reference.
 void check(const cpu::LinearKernels& k, const LinearWeight& w, const std::vector<float>& x, int64_t T,
            const std::string& what, bool extreme = false) {
-  const cpu::WeightView v = view(w);
+  const cpu::WeightView v = view_of(w);
   ASSERT_TRUE(cpu::int8_dot_used(k, v)) << what;
   std::vector<float> y(static_cast<size_t>(T * w.out), -7.0f), twin(y.size()), ref(y.size());
   cpu::linear_with(k, x.data(), T, v, y.data());
@@ -143,7 +140,7 @@ TEST(LinearInt8, QuantizedActivationsFollowTheRule) {
         TestWeight t = make_weight(d, 4, in, 32, rng);
         std::vector<float> x = make_x(T, in, rng, true);
         if (in >= 64) x[static_cast<size_t>(in + 40 < T * in ? in + 40 : 40)] = NAN;  // one non-finite block
-        const cpu::WeightView v = view(t.w);
+        const cpu::WeightView v = view_of(t.w);
         std::vector<float> buf((cpu::int8_x_bytes(T, v) + 3) / 4 + 16);
         void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) / 64 * 64);
         const cpu::Int8X q = cpu::prepare_int8_x(T, v, aligned);
@@ -209,7 +206,7 @@ TEST(LinearInt8, ExactActivationsMatchTheFloatReference) {
       std::vector<float> x(static_cast<size_t>(T * 288));
       for (size_t i = 0; i < x.size(); ++i) x[i] = i % 32 == 5 ? 127.0f : static_cast<float>(val(rng));
       std::vector<float> y(static_cast<size_t>(T * 13)), ref(y.size());
-      cpu::linear_with(*kk, x.data(), T, view(t.w), y.data());
+      cpu::linear_with(*kk, x.data(), T, view_of(t.w), y.data());
       ops::linear_reference(x.data(), T, t.w, ref.data());
       const std::vector<double> mag = magnitude(x, T, t.w);
       for (size_t i = 0; i < y.size(); ++i)
@@ -261,7 +258,7 @@ TEST(LinearInt8, NonFiniteValuesPropagate) {
     TestWeight t = make_weight(d, 10, 96, 32, rng);
     std::vector<float> x = make_x(2, 96, rng), y(20);
     x[96 + 50] = NAN;
-    cpu::linear_with(*kk, x.data(), 2, view(t.w), y.data());
+    cpu::linear_with(*kk, x.data(), 2, view_of(t.w), y.data());
     for (int r = 0; r < 10; ++r) {
       EXPECT_TRUE(std::isfinite(y[r])) << r;
       EXPECT_TRUE(std::isnan(y[10 + r])) << r;
@@ -269,7 +266,7 @@ TEST(LinearInt8, NonFiniteValuesPropagate) {
     for (bool inf : {false, true}) {
       std::memcpy(t.scale_bytes.data() + 1 + 2 * (6 * 3 + 1), inf ? &f16_inf : &f16_nan, 2);
       std::vector<float> x1 = make_x(1, 96, rng), y1(10);
-      cpu::linear_with(*kk, x1.data(), 1, view(t.w), y1.data());
+      cpu::linear_with(*kk, x1.data(), 1, view_of(t.w), y1.data());
       for (int r = 0; r < 10; ++r) {
         if (r != 6) EXPECT_TRUE(std::isfinite(y1[r])) << r;
         else if (inf) EXPECT_FALSE(std::isfinite(y1[r]));
@@ -290,21 +287,21 @@ TEST(LinearInt8, SelectionAndOverride) {
   TestWeight t = make_weight(DType::kU8, 20, 256, 32, rng);
   const std::vector<float> x = make_x(2, 256, rng);
   std::vector<float> y(40), twin(40), ref(40);
-  cpu::linear_int8_reference(x.data(), 2, view(t.w), twin.data());
+  cpu::linear_int8_reference(x.data(), 2, view_of(t.w), twin.data());
   ops::linear_reference(x.data(), 2, t.w, ref.data());
   const std::vector<double> mag = magnitude(x, 2, t.w);
   cpu::set_int8_dot(true);
   ops::linear(x.data(), 2, t.w, y.data());
   for (int i = 0; i < 40; ++i) EXPECT_NEAR(y[i], twin[i], 1e-5 * mag[i]) << "int8 path " << i;
   cpu::set_int8_dot(false);
-  EXPECT_FALSE(cpu::int8_dot_used(*kk, view(t.w)));
+  EXPECT_FALSE(cpu::int8_dot_used(*kk, view_of(t.w)));
   ops::linear(x.data(), 2, t.w, y.data());
   for (int i = 0; i < 40; ++i) EXPECT_NEAR(y[i], ref[i], 1e-5 * mag[i]) << "float path " << i;
   // Group sizes that are not a multiple of 32 never take it.
   cpu::set_int8_dot(true);
   TestWeight g16 = make_weight(DType::kI8, 4, 64, 16, rng);
-  EXPECT_FALSE(cpu::int8_dot_used(*kk, view(g16.w)));
-  EXPECT_FALSE(cpu::int8_dot_used(cpu::linear_kernels(cpu::Isa::kScalar), view(t.w)));
+  EXPECT_FALSE(cpu::int8_dot_used(*kk, view_of(g16.w)));
+  EXPECT_FALSE(cpu::int8_dot_used(cpu::linear_kernels(cpu::Isa::kScalar), view_of(t.w)));
   cpu::set_int8_dot(saved_on);
   cpu::set_active_isa(saved);
 }

@@ -21,6 +21,7 @@
 namespace dseek {
 namespace {
 
+using testing::expect_outputs_near;
 using testing::kMisalign;
 using testing::magnitude;
 using testing::make_weight;
@@ -37,22 +38,9 @@ void expect_matches_reference(const LinearWeight& w, int64_t T, std::mt19937& rn
   std::vector<float> y(static_cast<size_t>(T * w.out), -7.0f), ref(y.size());
   ops::linear(x.data(), T, w, y.data());
   ops::linear_reference(x.data(), T, w, ref.data());
-  const std::vector<double> mag = magnitude(x, T, w);
-  int bad = 0;
-  for (size_t i = 0; i < y.size() && bad < 5; ++i) {
-    if (std::isnan(ref[i])) {
-      if (!std::isnan(y[i])) ++bad, ADD_FAILURE() << what << " [" << i << "]: " << y[i] << ", reference NaN";
-      continue;
-    }
-    if (std::isinf(ref[i])) {
-      if (y[i] != ref[i]) ++bad, ADD_FAILURE() << what << " [" << i << "]: " << y[i] << ", reference " << ref[i];
-      continue;
-    }
-    const double tol = 1e-5 * mag[i] + 1e-30;
-    if (!(std::fabs(static_cast<double>(y[i]) - ref[i]) <= tol))
-      ++bad, ADD_FAILURE() << what << " t=" << i / w.out << " r=" << i % w.out << ": " << y[i] << " vs "
-                           << ref[i] << " (tol " << tol << ")";
-  }
+  std::vector<double> tol = magnitude(x, T, w);
+  for (double& t : tol) t = 1e-5 * t + 1e-30;
+  expect_outputs_near(y, ref, tol, w.out, what, "reference");
 }
 
 // Also forces the float path for q8/q4: the integer dot-product path (AVX-512 VNNI) quantizes x,

@@ -7,11 +7,44 @@
 #include <random>
 #include <vector>
 
+#include <gtest/gtest.h>
+
+#include <string>
+
 #include "base/float_types.h"
+#include "cpu/weight_view.h"
 
 #include "ops/linear.h"
 
 namespace dseek::testing {
+
+inline cpu::WeightView view_of(const ops::LinearWeight& w) {
+  return {w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols, w.group_scales, w.group_size};
+}
+
+// got [T, out] against want, output by output: NaN where want is NaN; the same infinity where
+// want is infinite (or NaN, when nan_for_inf); elsewhere |got - want| <= tol[i]. Reports the
+// first five failures, named by `what` and `want_name`.
+inline void expect_outputs_near(const std::vector<float>& got, const std::vector<float>& want,
+                                const std::vector<double>& tol, int64_t out, const std::string& what,
+                                const std::string& want_name, bool nan_for_inf = false) {
+  int bad = 0;
+  for (size_t i = 0; i < got.size() && bad < 5; ++i) {
+    if (std::isnan(want[i])) {
+      if (!std::isnan(got[i])) ++bad, ADD_FAILURE() << what << " [" << i << "]: " << got[i] << ", " << want_name << " NaN";
+      continue;
+    }
+    if (std::isinf(want[i])) {
+      if (nan_for_inf && std::isnan(got[i])) continue;
+      if (got[i] != want[i])
+        ++bad, ADD_FAILURE() << what << " [" << i << "]: " << got[i] << ", " << want_name << " " << want[i];
+      continue;
+    }
+    if (!(std::fabs(static_cast<double>(got[i]) - want[i]) <= tol[i]))
+      ++bad, ADD_FAILURE() << what << " t=" << i / out << " r=" << i % out << ": " << got[i] << " vs " << want_name << " "
+                           << want[i] << " (tol " << tol[i] << ")";
+  }
+}
 
 // sum_i |x_i w_i| per (t, r), w decoded by ops::decode_rows: the scale of the float32 rounding
 // a dot product may carry, so the tests' bounds read |fast - slow| <= eps * magnitude.
