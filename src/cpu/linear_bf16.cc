@@ -40,24 +40,13 @@ void round_to_bf16(const float* x, int64_t n, float* out) {
 void linear_bf16_reference(const float* x, int64_t T, const WeightView& w, float* y) {
   std::vector<float> xr(static_cast<size_t>(T * w.in));
   round_to_bf16(x, T * w.in, xr.data());
-  const int64_t seg = segment_len(w);
+  std::vector<float> row(static_cast<size_t>(w.in));
   for (int64_t r = 0; r < w.out; ++r) {
-    const uint8_t* row = row_ptr(w, r);
+    // The scalar family's decoder: element by element, value x scale, as ops::decode_rows.
+    scalar_linear_kernels().decode_block(w, r, 1, 0, w.in, row.data(), w.in);
     for (int64_t t = 0; t < T; ++t) {
       double acc = 0.0;
-      for (int64_t i = 0; i < w.in; ++i) {
-        float v = 0.0f;
-        switch (w.dtype) {
-          case DType::kF32: v = raw_element<DType::kF32>(row, i); break;
-          case DType::kBF16: v = raw_element<DType::kBF16>(row, i); break;
-          case DType::kF16: v = raw_element<DType::kF16>(row, i); break;
-          case DType::kF8E4M3: v = raw_element<DType::kF8E4M3>(row, i); break;
-          case DType::kI8: v = raw_element<DType::kI8>(row, i); break;
-          case DType::kU8: v = raw_element<DType::kU8>(row, i); break;
-          default: break;
-        }
-        acc += static_cast<double>(xr[t * w.in + i]) * static_cast<double>(v * segment_scale(w, r, i / seg));
-      }
+      for (int64_t i = 0; i < w.in; ++i) acc += static_cast<double>(xr[t * w.in + i]) * static_cast<double>(row[i]);
       y[t * w.out + r] = static_cast<float>(acc);
     }
   }

@@ -11,7 +11,6 @@
 
 namespace dseek::model {
 
-
 void Session::truncate(int64_t n) {
   cache_.truncate(n);
   const int64_t len = cache_.length();

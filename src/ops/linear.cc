@@ -97,26 +97,12 @@ void linear_rows(const float* x, const LinearWeight& w, int64_t r0, int64_t n, f
     std::fill(y, y + n, 0.0f);
     return;
   }
-  // The rows as a weight of their own: its data, scales and row blocks start at row r0. An FP8
-  // piece that starts inside a scale block has no such view; it is decoded instead.
-  cpu::WeightView v = view_of(w);
-  if (w.dtype == DType::kF8E4M3) {
-    if (r0 % w.block_rows != 0) {
-      std::vector<float> rows(static_cast<size_t>(n * w.in));
-      decode_rows_fast(w, r0, n, rows.data());
-      for (int64_t j = 0; j < n; ++j) {
-        double acc = 0.0;
-        for (int64_t i = 0; i < w.in; ++i) acc += static_cast<double>(rows[j * w.in + i]) * x[i];
-        y[j] = static_cast<float>(acc);
-      }
-      return;
-    }
-    v.scale_inv += (r0 / w.block_rows) * w.scale_cols();
-  }
-  if (w.dtype == DType::kI8 || w.dtype == DType::kU8) v.group_scales += 2 * r0 * (w.in / w.group_size);
-  v.data = cpu::row_ptr(v, r0);
-  v.out = n;
-  cpu::linear_kernels(cpu::active_isa()).gemv(x, 1, v, 0, n, y);
+  // The kernel writes output r of a T = 1 product at y[r]: rows [r0, r0 + n) land in a buffer as
+  // long as the weight, from which they are copied out.
+  thread_local std::vector<float> all;
+  if (static_cast<int64_t>(all.size()) < w.out) all.resize(static_cast<size_t>(w.out));
+  cpu::linear_kernels(cpu::active_isa()).gemv(x, 1, view_of(w), r0, r0 + n, all.data());
+  std::copy_n(all.data() + r0, n, y);
 }
 
 void linear(const float* x, int64_t T, const LinearWeight& w, float* y) {
