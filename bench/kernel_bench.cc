@@ -223,8 +223,7 @@ int main(int argc, char** argv) {
     std::printf("%-8s", std::string(dtype_name(d)).c_str());
     for (cpu::Isa isa : cpu::supported_isas()) {
       const cpu::LinearKernels& k = cpu::linear_kernels(isa);
-      const cpu::WeightView v{m.w.dtype, m.w.out, m.w.in, m.w.data, m.w.scale_inv, m.w.block_rows,
-                              m.w.block_cols, m.w.group_scales, m.w.group_size};
+      const cpu::WeightView v = ops::view_of(m.w);
       std::printf("  %-6s", std::string(cpu::isa_name(isa)).c_str());
       for (int64_t T : {1, 4}) {
         const double s = best_cpu_time(isa == cpu::Isa::kScalar ? 3 : 200, [&] {
@@ -234,8 +233,7 @@ int main(int argc, char** argv) {
       }
     }
     if (int8k != nullptr && (d == DType::kI8 || d == DType::kU8)) {
-      const cpu::WeightView v{m.w.dtype, m.w.out, m.w.in, m.w.data, m.w.scale_inv, m.w.block_rows,
-                              m.w.block_cols, m.w.group_scales, m.w.group_size};
+      const cpu::WeightView v = ops::view_of(m.w);
       std::vector<float> buf((cpu::int8_x_bytes(4, v) + 3) / 4 + 16);
       void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) / 64 * 64);
       std::printf("  %-6s", "int8");
@@ -261,8 +259,7 @@ int main(int argc, char** argv) {
     for (DType d : {DType::kF32, DType::kBF16, DType::kF8E4M3, DType::kU8}) {
       Weight m = make(d, 1024, 2048, 5);
       std::vector<float> x(512 * 2048, 0.01f), y(512 * 1024);
-      const cpu::WeightView v{m.w.dtype, m.w.out, m.w.in, m.w.data, m.w.scale_inv, m.w.block_rows,
-                              m.w.block_cols, m.w.group_scales, m.w.group_size};
+      const cpu::WeightView v = ops::view_of(m.w);
       std::printf("  %s", std::string(dtype_name(d)).c_str());
       for (cpu::Isa isa : cpu::supported_isas()) {
         if (isa == cpu::Isa::kScalar) continue;
@@ -302,8 +299,7 @@ int main(int argc, char** argv) {
     for (cpu::Isa isa : cpu::supported_isas()) {
       const cpu::LinearKernels& k = cpu::linear_kernels(isa);
       auto run = [&](const float* xx, int64_t T, const ops::LinearWeight& w, float* yy) {
-        const cpu::WeightView v{w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols,
-                                w.group_scales, w.group_size};
+        const cpu::WeightView v = ops::view_of(w);
         cpu::linear_with(k, xx, T, v, yy);
       };
       cpu::set_int8_dot(false);  // the family's float path
@@ -315,8 +311,7 @@ int main(int argc, char** argv) {
       cpu::set_int8_dot(int8_on);
       if (cpu::bf16_dot_used(k, cpu::WeightView{d, 4096, 7168, ws[0].w.data, nullptr, 128, 128, nullptr, 32})) {
         row("bf16", [&](const float* xx, int64_t T, const ops::LinearWeight& w, float* yy) {
-          const cpu::WeightView v{w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols,
-                                  w.group_scales, w.group_size};
+          const cpu::WeightView v = ops::view_of(w);
           cpu::linear_with(k, cpu::ComputeType::kBf16, xx, T, v, yy);
         });
       }
@@ -345,8 +340,7 @@ int main(int argc, char** argv) {
       for (cpu::Isa isa : cpu::supported_isas()) {
         if (isa == cpu::Isa::kScalar && sh.T > 64) continue;  // minutes; the vector families are the point
         const cpu::LinearKernels& k = cpu::linear_kernels(isa);
-        const cpu::WeightView v{m.w.dtype, m.w.out, m.w.in, m.w.data, m.w.scale_inv, m.w.block_rows,
-                                m.w.block_cols, m.w.group_scales, m.w.group_size};
+        const cpu::WeightView v = ops::view_of(m.w);
         const double s = best_time(quick ? 2 : 3, 1, [&](int) { cpu::linear_with(k, x.data(), sh.T, v, y.data()); });
         std::printf("  %s %6.1f (%3.0f%%)", std::string(cpu::isa_name(isa)).c_str(), flops / s / 1e9,
                     100.0 * flops / s / fma.flops_per_second);

@@ -76,11 +76,9 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst) {
   }
 }
 
-namespace {
 cpu::WeightView view_of(const LinearWeight& w) {
   return {w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols, w.group_scales, w.group_size};
 }
-}  // namespace
 
 void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst) {
   DSEEK_CHECK(!w.empty() && r0 >= 0 && n >= 0 && r0 + n <= w.out, "decode_rows_fast: rows [{}, {}) of {}", r0,

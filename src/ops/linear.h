@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "base/dtype.h"
+#include "cpu/weight_view.h"
 
 namespace dseek::ops {
 
@@ -32,6 +33,9 @@ struct LinearWeight {
   bool empty() const { return data == nullptr; }
   int64_t scale_cols() const { return (in + block_cols - 1) / block_cols; }
 };
+
+// The same weight as the matrix kernels see it (src/cpu/weight_view.h).
+cpu::WeightView view_of(const LinearWeight& w);
 
 // Decodes rows [r0, r0 + n) of w into dst [n, in] float32 (the reference decoder, scalar).
 void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst);

@@ -30,7 +30,7 @@ using testing::magnitude;
 using testing::make_weight;
 using testing::TestWeight;
 using testing::expect_outputs_near;
-using testing::view_of;
+using ops::view_of;
 
 // sum |x_i w_i| over FP8 weights whose code is subnormal (exponent field 0, mantissa not 0).
 std::vector<double> subnormal_mass(const std::vector<float>& x, int64_t T, const LinearWeight& w) {

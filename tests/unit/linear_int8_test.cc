@@ -27,7 +27,7 @@ namespace dseek {
 namespace {
 
 using testing::magnitude;
-using testing::view_of;
+using ops::view_of;
 
 using ops::LinearWeight;
 

@@ -12,15 +12,10 @@
 #include <string>
 
 #include "base/float_types.h"
-#include "cpu/weight_view.h"
 
 #include "ops/linear.h"
 
 namespace dseek::testing {
-
-inline cpu::WeightView view_of(const ops::LinearWeight& w) {
-  return {w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols, w.group_scales, w.group_size};
-}
 
 // got [T, out] against want, output by output: NaN where want is NaN; the same infinity where
 // want is infinite (or NaN, when nan_for_inf); elsewhere |got - want| <= tol[i]. Reports the
