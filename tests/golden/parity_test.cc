@@ -195,8 +195,9 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenChunked,
 // reference's greedy tokens on every golden checkpoint: the bar the golden README sets for a
 // faster mode. The logits error is printed, not bounded: bfloat16 keeps 8 significant bits, and
 // where a perturbation that size moves a token's MoE routing across a near-tie, that token's
-// logits change by up to 40% of max|reference| on these random-weight fixtures. On tiny-v32 the
-// indexer's FP8 near-ties are followed to the reference's side as in GoldenParity (near_tie.h).
+// logits change by up to 60% of max|reference| on these random-weight fixtures. No near-tie
+// search here (near_tie.h): on every fixture, tiny-v32 included, the engine as shipped must give
+// the reference's tokens.
 class GoldenBf16 : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GoldenBf16, GreedyTokensMatchReference) {
@@ -206,20 +207,11 @@ TEST_P(GoldenBf16, GreedyTokensMatchReference) {
   const auto prompts = golden_prompts();
   for (size_t i = 0; i < prompts.size(); ++i) {
     const std::string key = "p" + std::to_string(i) + ".";
-    const auto want_greedy = read_i32(*f.expected, key + "greedy");
-    PromptRun r;
-    auto compute = [&] { r = run_prompt(*f.model, prompts[i], AttentionForm::kAuto); };
-    std::string flips = "none";
-    if (is_sparse(*f.model)) {
-      NearTieSearch search(f.model->config().num_hidden_layers);
-      flips = describe(search.run(compute, [&] { return r.greedy == want_greedy; }));
-    } else {
-      compute();
-    }
-    std::printf("%s %s bf16 compute: logits off by %.2e (prefill), %.2e (steps) of max|reference|; near-tie flips: %s\n",
+    const PromptRun r = run_prompt(*f.model, prompts[i], AttentionForm::kAuto);
+    std::printf("%s %s bf16 compute: logits off by %.2e (prefill), %.2e (steps) of max|reference|\n",
                 GetParam().c_str(), key.c_str(), relative_error(r.prefill, read_f32(*f.expected, key + "prefill_logits")),
-                relative_error(r.steps, read_f32(*f.expected, key + "step_logits")), flips.c_str());
-    EXPECT_EQ(r.greedy, want_greedy) << GetParam() << " " << key << "greedy";
+                relative_error(r.steps, read_f32(*f.expected, key + "step_logits")));
+    EXPECT_EQ(r.greedy, read_i32(*f.expected, key + "greedy")) << GetParam() << " " << key << "greedy";
   }
 }
 
