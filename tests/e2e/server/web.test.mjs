@@ -80,7 +80,10 @@ async function converse(srv, { system, question, temperature, shot, stopAfter = 
                                            { subtree: true, childList: true, characterData: true });
     });
     await page.fill('#input', question, { timeout: ACTION_MS });
-    await page.click('#send', { timeout: ACTION_MS });
+    // Send submits the form, whose handler prevents the navigation: Playwright is told not to wait
+    // for one (now and then, under load, that wait outlived the click timeout). Were the page to
+    // navigate after all, the streamed answer checked below would never come.
+    await page.click('#send', { timeout: ACTION_MS, noWaitAfter: true });
     // The page sets no max_tokens: once the answer has streamed `stopAfter` pieces, press Stop
     // (as a user would) rather than wait for the context to fill.
     let stopped = false;
