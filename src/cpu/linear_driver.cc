@@ -11,6 +11,7 @@
 #include "cpu/linear_bf16.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
+#include "cpu/row_dealer.h"
 
 namespace dseek::cpu {
 namespace {
@@ -51,38 +52,39 @@ void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
 
 bool parallel_gemv(int64_t T, const WeightView& w) { return w.out * w.in * T >= kParallelMinMacs && w.out >= 8; }
 
-// BF16-compute mode's vdpbf16ps path: x is rounded once, by the calling thread, into its buffer.
-void gemv_bf16(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
-  Bf16X q{T, w.in, bf16_x_shift(x, T * w.in, w), reinterpret_cast<uint16_t*>(t_bf16.get((T * w.in + 1) / 2))};
-  k.round_x_bf16(x, q);
-#pragma omp parallel if (parallel_gemv(T, w))
-  {
-    int64_t r0, r1;
-    share(w.out, 4, &r0, &r1);
-    if (r0 < r1) k.gemv_bf16(q, w, r0, r1, y);
+// The matrix-vector product (T <= kGemvMaxTokens) by the path the compute type and the weight
+// select: x is prepared once, by the calling thread, into its buffer (rounded to bf16 for the
+// vdpbf16ps path, quantized for the integer path, as is for the float kernels), then
+// for_rows(kernel) runs kernel(r0, r1) over the row ranges it chooses; the ranges share x.
+template <typename ForRows>
+void gemv_by_path(const LinearKernels& k, ComputeType c, const float* x, int64_t T, const WeightView& w,
+                  float* y, ForRows&& for_rows) {
+  if (c == ComputeType::kBf16 && bf16_dot_used(k, w)) {
+    const Bf16X q{T, w.in, bf16_x_shift(x, T * w.in, w), reinterpret_cast<uint16_t*>(t_bf16.get((T * w.in + 1) / 2))};
+    k.round_x_bf16(x, q);
+    return for_rows([&](int64_t r0, int64_t r1) { k.gemv_bf16(q, w, r0, r1, y); });
   }
-}
-
-void gemv(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
-  const bool parallel = parallel_gemv(T, w);
   if (int8_dot_used(k, w)) {
-    // x is quantized once, by the calling thread, into its buffer; the team shares it.
     const Int8X q = prepare_int8_x(T, w, t_int8.get(static_cast<int64_t>(int8_x_bytes(T, w) + 3) / 4));
     k.quantize_x(x, w, q);
-#pragma omp parallel if (parallel)
-    {
-      int64_t r0, r1;
-      share(w.out, 4, &r0, &r1);
-      if (r0 < r1) k.gemv_int8(q, w, r0, r1, y);
-    }
-    return;
+    return for_rows([&](int64_t r0, int64_t r1) { k.gemv_int8(q, w, r0, r1, y); });
   }
-#pragma omp parallel if (parallel)
-  {
-    int64_t r0, r1;
-    share(w.out, 4, &r0, &r1);
-    if (r0 < r1) k.gemv(x, T, w, r0, r1, y);
+  if (c == ComputeType::kBf16) {  // the float kernels on x rounded to bf16
+    float* xr = t_xround.get(T * w.in);
+    round_to_bf16(x, T * w.in, xr);
+    x = xr;
   }
+  for_rows([&](int64_t r0, int64_t r1) { k.gemv(x, T, w, r0, r1, y); });
+}
+
+// Every row, split across the team by a RowDealer.
+void gemv(const LinearKernels& k, ComputeType c, const float* x, int64_t T, const WeightView& w, float* y) {
+  const bool parallel = parallel_gemv(T, w);
+  gemv_by_path(k, c, x, T, w, y, [&](auto&& kernel) {
+    RowDealer rows(w.out, 4, parallel ? omp_get_max_threads() : 1);
+#pragma omp parallel if (parallel)
+    rows.for_each_chunk(kernel);
+  });
 }
 
 // Tokens per packed pass: bounds the packed copy of x ([kTc, in] floats); a longer T runs in
@@ -197,6 +199,15 @@ void gemm(const LinearKernels& k, const float* x, int64_t T, const WeightView& w
   for (int64_t t0 = 0; t0 < T; t0 += kTc) gemm_pass(k, x + t0 * w.in, std::min(kTc, T - t0), w, y + t0 * w.out);
 }
 
+void check_scales(const WeightView& w) {
+  if (w.dtype == DType::kI8 || w.dtype == DType::kU8) {
+    DSEEK_CHECK(w.group_scales != nullptr && w.group_size > 0 && w.in % w.group_size == 0 &&
+                    (w.dtype == DType::kI8 || w.group_size % 2 == 0),
+                "q8/q4 weight without scales or with group size {} not dividing in = {}", w.group_size, w.in);
+  }
+  if (w.dtype == DType::kF8E4M3) DSEEK_CHECK(w.scale_inv != nullptr && w.block_rows > 0 && w.block_cols > 0);
+}
+
 }  // namespace
 
 const LinearKernels& linear_kernels(Isa isa) {
@@ -216,31 +227,33 @@ void linear_with(const LinearKernels& k, ComputeType c, const float* x, int64_t 
     std::fill(y, y + T * w.out, 0.0f);
     return;
   }
-  if (w.dtype == DType::kI8 || w.dtype == DType::kU8) {
-    DSEEK_CHECK(w.group_scales != nullptr && w.group_size > 0 && w.in % w.group_size == 0 &&
-                    (w.dtype == DType::kI8 || w.group_size % 2 == 0),
-                "q8/q4 weight without scales or with group size {} not dividing in = {}", w.group_size, w.in);
-  }
-  if (w.dtype == DType::kF8E4M3) DSEEK_CHECK(w.scale_inv != nullptr && w.block_rows > 0 && w.block_cols > 0);
+  check_scales(w);
+  if (T <= kGemvMaxTokens) return gemv(k, c, x, T, w, y);
   if (c == ComputeType::kBf16) {
-    if (T <= kGemvMaxTokens && bf16_dot_used(k, w)) return gemv_bf16(k, x, T, w, y);
-    if (T > kGemvMaxTokens && bf16_gemm_used(k, w)) {
+    if (bf16_gemm_used(k, w)) {
       for (int64_t t0 = 0; t0 < T; t0 += kTc)
         gemm_bf16_pass(k, x + t0 * w.in, std::min(kTc, T - t0), w, y + t0 * w.out);
       return;
     }
-    if (!(T <= kGemvMaxTokens && int8_dot_used(k, w))) {
-      // Elsewhere the same products on the float kernels, from x rounded to bf16.
-      float* xr = t_xround.get(T * w.in);
-      round_to_bf16(x, T * w.in, xr);
-      x = xr;
-    }
+    // Elsewhere the same products on the float kernels, from x rounded to bf16.
+    float* xr = t_xround.get(T * w.in);
+    round_to_bf16(x, T * w.in, xr);
+    x = xr;
   }
-  if (T <= kGemvMaxTokens) {
-    gemv(k, x, T, w, y);
-  } else {
-    gemm(k, x, T, w, y);
+  gemm(k, x, T, w, y);
+}
+
+void linear_rows_with(const LinearKernels& k, ComputeType c, const float* x, const WeightView& w, int64_t r0,
+                      int64_t r1, float* y) {
+  DSEEK_CHECK(w.data != nullptr && 0 <= r0 && r0 <= r1 && r1 <= w.out, "linear_rows: rows [{}, {}) of {}", r0, r1,
+              w.out);
+  if (r0 == r1) return;
+  if (w.in == 0) {
+    std::fill(y + r0, y + r1, 0.0f);
+    return;
   }
+  check_scales(w);
+  gemv_by_path(k, c, x, 1, w, y, [&](auto&& kernel) { kernel(r0, r1); });
 }
 
 void linear_with(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {

@@ -98,6 +98,12 @@ void linear_with(const LinearKernels& k, ComputeType c, const float* x, int64_t 
 // float32 compute.
 void linear_with(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y);
 
+// One x [in] against rows [r0, r1) only, on the calling thread (for callers inside their own
+// parallel loop): y[r] for r in [r0, r1), each row computed exactly as linear_with computes it
+// for T = 1 (same path: vdpbf16ps, integer or float kernels; same bits).
+void linear_rows_with(const LinearKernels& k, ComputeType c, const float* x, const WeightView& w, int64_t r0,
+                      int64_t r1, float* y);
+
 // Per-family tables (defined in linear_{scalar,avx2,avx512}.cc).
 const LinearKernels& scalar_linear_kernels();
 const LinearKernels& avx2_linear_kernels();

@@ -99,7 +99,8 @@ void linear_rows(const float* x, const LinearWeight& w, int64_t r0, int64_t n, f
   // long as the weight, from which they are copied out.
   thread_local std::vector<float> all;
   if (static_cast<int64_t>(all.size()) < w.out) all.resize(static_cast<size_t>(w.out));
-  cpu::linear_kernels(cpu::active_isa()).gemv(x, 1, view_of(w), r0, r0 + n, all.data());
+  cpu::linear_rows_with(cpu::linear_kernels(cpu::active_isa()), cpu::ComputeType::kF32, x, view_of(w), r0, r0 + n,
+                        all.data());
   std::copy_n(all.data() + r0, n, y);
 }
 

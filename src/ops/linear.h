@@ -29,6 +29,7 @@ struct LinearWeight {
   int64_t block_rows = 128, block_cols = 128;
   const uint8_t* group_scales = nullptr;  // q8/q4 only: F16 [out, in / group_size]
   int64_t group_size = 32;
+  bool finite = false;  // every element checked finite at load (cpu::WeightView::finite)
 
   bool empty() const { return data == nullptr; }
   int64_t scale_cols() const { return (in + block_cols - 1) / block_cols; }
@@ -44,9 +45,12 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 // paths that need a weight block as floats (MLA's absorbed W_UK / W_UV, per head and step).
 void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 
-// y [n] = rows [r0, r0 + n) of W times one x [in], float32, on the calling thread only (the
-// active family's matrix-vector kernel: the rows are streamed, never decoded into a buffer).
-// For per-head pieces of a weight inside a caller's own parallel loop (MLA's W_UV at decode).
+// y [n] = rows [r0, r0 + n) of W times one x [in], on the calling thread only, each row exactly
+// as linear_f32() computes it for one token (same family and path, integer dot products
+// included: the rows are streamed, never decoded into a buffer). For per-head pieces of a weight
+// inside a caller's own parallel loop (MLA's W_UV at decode). Float32 compute in either mode, as
+// the rest of the absorbed attention: in BF16-compute mode, rounding o_lat to bf16 here flipped a
+// greedy token of the tiny-v3-fp8 golden case at a near tie.
 void linear_rows(const float* x, const LinearWeight& w, int64_t r0, int64_t n, float* y);
 
 // y [T, out] = x [T, in] . W^T; multithreaded over output rows. Computes in the process's

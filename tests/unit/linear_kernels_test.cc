@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "base/float_types.h"
+#include "cpu/compute_type.h"
 #include "cpu/cpu_features.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
@@ -210,6 +211,37 @@ TEST(LinearKernels, LinearRowsMatchReference) {
         for (int64_t j = 0; j < n; ++j)
           EXPECT_LE(std::fabs(static_cast<double>(y[j]) - ref[r0 + j]), 1e-5 * mag[r0 + j] + 1e-30)
               << name(isa, d, 300, 256, 1) << " rows [" << r0 << ", " << r0 + n << ") row " << r0 + j;
+      }
+    }
+  }
+}
+
+// ops::linear_rows runs a row range exactly as ops::linear_f32 runs those rows for one token, on
+// the float and the integer paths, whatever the compute type: the same bits.
+TEST(LinearKernels, LinearRowsEqualTheRowsOfLinear) {
+  IsaGuard guard;
+  std::mt19937 rng(19);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (bool int8 : {false, true}) {
+      cpu::set_int8_dot(int8);
+      for (cpu::ComputeType c : {cpu::ComputeType::kF32, cpu::ComputeType::kBf16}) {
+        cpu::ScopedComputeType compute(c);
+        for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8}) {
+          TestWeight t = make_weight(d, 300, 256, rng);
+          std::vector<float> x(256);
+          for (float& v : x) v = normal(rng);
+          std::vector<float> all(300);
+          ops::linear_f32(x.data(), 1, t.w, all.data());
+          for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, 300}, {128, 128}, {256, 44}, {130, 7}, {299, 1}}) {
+            std::vector<float> y(static_cast<size_t>(n), -7.0f);
+            ops::linear_rows(x.data(), t.w, r0, n, y.data());
+            EXPECT_EQ(0, std::memcmp(y.data(), all.data() + r0, static_cast<size_t>(n) * sizeof(float)))
+                << name(isa, d, 300, 256, 1) << (int8 ? " int8" : "") << " compute " << cpu::compute_type_name(c)
+                << " rows [" << r0 << ", " << r0 + n << ")";
+          }
+        }
       }
     }
   }
