@@ -125,7 +125,7 @@ constexpr int64_t weight_bytes(int64_t inputs) {
   return D == DType::kF32 ? 4 * inputs : (D == DType::kBF16 || D == DType::kF16) ? 2 * inputs : inputs;
 }
 
-template <DType D, int T>
+template <DType D, int T, bool kCheckNan>
 void gemv_stream_row(const float* x, const WeightView& w, int64_t r, float* y) {
   const int64_t in = w.in, seg = segment_len(w);
   const uint8_t* row = row_ptr(w, r);
@@ -145,7 +145,7 @@ void gemv_stream_row(const float* x, const WeightView& w, int64_t r, float* y) {
       auto step = [&]<int H>(int64_t at, std::integral_constant<int, H>) {
         const int64_t byte = weight_bytes<D>(at);
         if ((byte & 63) < weight_bytes<D>(kLanes)) __builtin_prefetch(row + byte + kStreamPrefetchBytes, 0, 2);
-        if constexpr (D == DType::kF8E4M3) nan |= fp8_nan_bits(row, at);
+        if constexpr (D == DType::kF8E4M3 && kCheckNan) nan |= fp8_nan_bits(row, at);
         const V wv = vraw<D>(row, at);
         for (int t = 0; t < T; ++t) sacc[t][H] = vfmadd(wv, vloadu(x + t * in + at), sacc[t][H]);
       };
@@ -167,7 +167,11 @@ void gemv_stream_row(const float* x, const WeightView& w, int64_t r, float* y) {
 template <DType D, int T>
 void gemv_tokens(const float* x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
   if constexpr (D == DType::kF8E4M3 || D == DType::kBF16 || D == DType::kF16 || D == DType::kF32) {
-    for (int64_t r = r0; r < r1; ++r) gemv_stream_row<D, T>(x, w, r, y);
+    if (D == DType::kF8E4M3 && !w.finite) {  // rows known finite skip the NaN checks
+      for (int64_t r = r0; r < r1; ++r) gemv_stream_row<D, T, true>(x, w, r, y);
+    } else {
+      for (int64_t r = r0; r < r1; ++r) gemv_stream_row<D, T, false>(x, w, r, y);
+    }
   } else {
     int64_t r = r0;
     for (; r + kGemvRows <= r1; r += kGemvRows) gemv_rows<D, T, kGemvRows>(x, w, r, y);
@@ -192,7 +196,7 @@ void decode_block_t(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int6
       const float sc = scales[s];
       float vs;
       if (vector_scale<D>(sc, &vs) && (D != DType::kU8 || i % 2 == 0) &&
-          (D != DType::kF8E4M3 || !any_fp8_nan(row + i, end - i))) {
+          (D != DType::kF8E4M3 || w.finite || !any_fp8_nan(row + i, end - i))) {
         const V sv = vset1(vs);
         for (; i + kLanes <= end; i += kLanes) {
           const V v = vraw<D>(row, i);

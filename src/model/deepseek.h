@@ -84,6 +84,8 @@ class Model {
 
   const ModelConfig& config() const { return weights_->config(); }
   const Weights& weights() const { return *weights_; }
+  // After a load that checked every weight element finite (runtime::load_model): Weights::mark_finite.
+  void mark_weights_finite() { weights_->mark_finite(); }
   // Element type of the latent KV cache of the sessions and pools made from now on
   // (--cache-type-k; default f32, reference precision).
   void set_cache_type(kv::CacheType type) { cache_type_ = type; }

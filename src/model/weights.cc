@@ -257,6 +257,32 @@ Expected<std::unique_ptr<Weights>> Weights::bind(const ModelConfig& config, std:
   return w;
 }
 
+namespace {
+
+void mark(FfnWeights& f) { f.gate_proj.finite = f.up_proj.finite = f.down_proj.finite = true; }
+
+void mark(LayerWeights& l) {
+  AttentionWeights& a = l.attn;
+  for (LinearWeight* w : {&a.q_a_proj, &a.q_b_proj, &a.q_proj, &a.kv_a_proj_with_mqa, &a.kv_b_proj, &a.o_proj,
+                          &a.indexer.wq_b, &a.indexer.wk, &a.indexer.weights_proj, &l.moe.gate})
+    w->finite = true;
+  mark(l.mlp);
+  mark(l.moe.shared);
+  for (FfnWeights& e : l.moe.experts) mark(e);
+}
+
+}  // namespace
+
+void Weights::mark_finite() {
+  embed_tokens.finite = lm_head.finite = true;
+  for (LayerWeights& l : layers) mark(l);
+  for (MtpWeights& m : mtp) {
+    m.eh_proj.finite = m.embed_tokens.finite = m.shared_head_head.finite = true;
+    mark(m.block);
+  }
+  for (auto& [name, w] : linears_) w.finite = true;
+}
+
 const LinearWeight* Weights::find_linear(const std::string& name) const {
   auto it = linears_.find(name);
   return it == linears_.end() ? nullptr : &it->second;

@@ -86,6 +86,10 @@ class Weights {
   // with ops::decode_rows whatever its stored dtype; nullptr when absent.
   const LinearWeight* find_linear(const std::string& name) const;
 
+  // Records that every element of every bound matrix is finite (the loader read and checked
+  // each one): the FP8 kernels then skip their NaN checks (cpu::WeightView::finite).
+  void mark_finite();
+
  private:
   ModelConfig config_;
   std::unique_ptr<io::Checkpoint> ckpt_;

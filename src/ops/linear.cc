@@ -77,7 +77,7 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst) {
 }
 
 cpu::WeightView view_of(const LinearWeight& w) {
-  return {w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols, w.group_scales, w.group_size};
+  return {w.dtype, w.out, w.in, w.data, w.scale_inv, w.block_rows, w.block_cols, w.group_scales, w.group_size, w.finite};
 }
 
 void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst) {

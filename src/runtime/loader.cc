@@ -83,6 +83,7 @@ Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const
       return Status::errorf("{}: tensor '{}' holds a non-finite value (NaN or Inf) at element {}", *t->file, t->name,
                             bad_index.load());
     }
+    model->mark_weights_finite();
   }
   if (options.progress) {
     const auto info = model::compute_model_info(model->weights());

@@ -8,6 +8,7 @@
 #include "../golden/test_util.h"
 #include "model/deepseek.h"
 #include "runtime/generator.h"
+#include "runtime/loader.h"
 
 namespace dseek::runtime {
 namespace {
@@ -134,6 +135,40 @@ TEST(Generator, StopsAtEosAndAtAFullContext) {
   auto too_long = gen.generate(*tiny, kPrompt, o, nullptr);
   ASSERT_FALSE(too_long.ok());
   EXPECT_NE(too_long.status().message().find("ctx-size"), std::string::npos) << too_long.status().message();
+}
+
+// A checked load tells every matrix the forward pass uses that its elements are finite (so the
+// FP8 kernels skip their NaN checks); a load without the check tells none.
+TEST(LoadModel, OnlyACheckedLoadMarksTheMatricesFinite) {
+  for (bool verify : {true, false}) {
+    auto m = load_model(golden_dir() + "/models/tiny-v3-fp8", {.verify = verify, .progress = false});
+    ASSERT_TRUE(m.ok()) << m.status().message();
+    const model::Weights& w = m.value()->weights();
+    std::vector<std::pair<std::string, const ops::LinearWeight*>> used = {{"embed_tokens", &w.embed_tokens},
+                                                                          {"lm_head", &w.lm_head}};
+    for (size_t l = 0; l < w.layers.size(); ++l) {
+      const model::LayerWeights& layer = w.layers[l];
+      const model::AttentionWeights& a = layer.attn;
+      const std::string p = "layer " + std::to_string(l) + " ";
+      for (auto [name, lw] : {std::pair{"q_a_proj", &a.q_a_proj}, {"q_b_proj", &a.q_b_proj}, {"q_proj", &a.q_proj},
+                              {"kv_a_proj_with_mqa", &a.kv_a_proj_with_mqa}, {"kv_b_proj", &a.kv_b_proj},
+                              {"o_proj", &a.o_proj}, {"mlp.gate_proj", &layer.mlp.gate_proj},
+                              {"mlp.down_proj", &layer.mlp.down_proj}, {"moe.gate", &layer.moe.gate},
+                              {"shared.up_proj", &layer.moe.shared.up_proj}})
+        used.emplace_back(p + name, lw);
+      for (size_t e = 0; e < layer.moe.experts.size(); ++e)
+        used.emplace_back(p + "expert " + std::to_string(e) + " down_proj", &layer.moe.experts[e].down_proj);
+    }
+    int bound = 0, fp8 = 0;
+    for (const auto& [name, lw] : used) {
+      if (lw->empty()) continue;
+      ++bound;
+      fp8 += lw->dtype == DType::kF8E4M3;
+      EXPECT_EQ(lw->finite, verify) << name;
+    }
+    EXPECT_GT(bound, 20);
+    EXPECT_GT(fp8, 10);  // the fixture's FP8 matrices are among them
+  }
 }
 
 }  // namespace
