@@ -28,7 +28,7 @@ struct BenchArgs {
   std::string ctx_fill = "compute";
   bench::RunOptions run;
   int threads = 0;
-  bool json = false, no_verify = false;
+  bool json = false, no_verify = false, no_mmap = false;
   double bw_mib = 1024;  // streaming-read buffer, much larger than any last-level cache
   int bw_passes = 5, fma_runs = 3;
 };
@@ -42,8 +42,10 @@ Status run_bench(const BenchArgs& a) {
   r.threads = omp_get_max_threads();
 
   Stopwatch load_clock;
-  DSEEK_ASSIGN_OR_RETURN(auto m, runtime::load_model(a.model, {.verify = !a.no_verify, .progress = true}));
+  DSEEK_ASSIGN_OR_RETURN(auto m, runtime::load_model(a.model, {.verify = !a.no_verify, .progress = true, .mmap = !a.no_mmap}));
   r.load_seconds = load_clock.seconds();
+  r.weights_in_memory = !m->weights().checkpoint().shards().empty();
+  for (const auto& shard : m->weights().checkpoint().shards()) r.weights_in_memory &= shard->in_anonymous_memory();
   DSEEK_RETURN_IF_ERROR(apply_cache_type(a.cache_type_k, *m));
   DSEEK_RETURN_IF_ERROR(apply_dtype(a.dtype));
   r.compute_type = std::string(cpu::compute_type_name(cpu::active_compute_type()));
@@ -98,6 +100,7 @@ void register_bench(CLI::App& app, Runner* run) {
   cmd->add_option("--bw-mib", a->bw_mib, "Buffer of the memory bandwidth measurement, MiB")
       ->check(CLI::Range(16.0, 1048576.0))->capture_default_str();
   cmd->add_flag("--no-verify", a->no_verify, "Skip reading every weight once at load (the pages load during the run)");
+  add_no_mmap_flag(cmd, &a->no_mmap);
   cmd->add_flag("--json", a->json, "Print every figure as one JSON object");
   cmd->callback([=] {
     *run = [=] {

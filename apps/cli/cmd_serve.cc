@@ -165,6 +165,7 @@ void register_serve(CLI::App& app, Runner* runner) {
   cmd->add_option("--prefill-chunk", a->prefill_chunk, "Prompt tokens of one sequence per engine step")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_flag("--no-verify", f.no_verify, "Skip reading every weight once at load (faster start)");
+  add_no_mmap_flag(cmd, &f.no_mmap);
   add_cache_type_flag(cmd, &f.cache_type_k);
   add_dtype_flag(cmd, &f.dtype);
   cmd->add_flag("-q,--quiet", a->http.quiet, "No log line per request");

@@ -40,12 +40,19 @@ void add_generation_flags(CLI::App* cmd, GenerationFlags* f, int64_t default_n_p
   cmd->add_option("--stop", f->stop, "Stop string (repeatable)");
   cmd->add_flag("--ignore-eos", f->ignore_eos, "Keep generating past end-of-sequence tokens");
   cmd->add_flag("--no-verify", f->no_verify, "Skip reading every weight once at load (faster start, lazy paging)");
+  add_no_mmap_flag(cmd, &f->no_mmap);
   cmd->add_option("--system", f->system, "System prompt");
   cmd->add_option("--think", f->think, "Thinking mode for models that have one: auto, on, off")
       ->check(CLI::IsMember({"auto", "on", "off"}));
   cmd->add_option("--chat-format", f->format, "Override the chat format: v3, r1, v3.1, v3.2");
   add_cache_type_flag(cmd, &f->cache_type_k);
   add_dtype_flag(cmd, &f->dtype);
+}
+
+void add_no_mmap_flag(CLI::App* cmd, bool* value) {
+  cmd->add_flag("--no-mmap", *value,
+                "Copy the weights into memory (huge pages) instead of mapping the files: slower start, the whole "
+                "model in private RAM, faster decoding");
 }
 
 void add_cache_type_flag(CLI::App* cmd, std::string* value) {
@@ -93,7 +100,7 @@ Expected<Generation> setup_generation(GenerationFlags& f) {
   DSEEK_ASSIGN_OR_RETURN(const std::string dir, resolve_model_dir(f.model));
   Generation g;
   if (f.lora.empty()) {
-    DSEEK_ASSIGN_OR_RETURN(g.model, runtime::load_model(dir, {.verify = !f.no_verify, .progress = true}));
+    DSEEK_ASSIGN_OR_RETURN(g.model, runtime::load_model(dir, {.verify = !f.no_verify, .progress = true, .mmap = !f.no_mmap}));
   } else {
     DSEEK_ASSIGN_OR_RETURN(train::AdaptedWeights adapted, train::load_weights_with_lora(dir, f.lora));
     g.lora_keep_alive = std::move(adapted.keep_alive);

@@ -29,6 +29,7 @@ struct GenerationFlags {
   std::vector<std::string> stop;
   bool ignore_eos = false;
   bool no_verify = false;
+  bool no_mmap = false;
   std::string system;
   std::string think = "auto";  // auto | on | off
   std::string format;          // chat format override: v3, r1, v3.1, v3.2
@@ -41,6 +42,9 @@ struct GenerationFlags {
 };
 
 void add_generation_flags(CLI::App* cmd, GenerationFlags* f, int64_t default_n_predict);
+
+// --no-mmap (llama.cpp's flag): runtime::LoadOptions::mmap = false.
+void add_no_mmap_flag(CLI::App* cmd, bool* value);
 
 // `--cache-type-k` (also `--ctk`): element type of the latent KV cache, f32 (default), bf16 or
 // fp8 (kv/cache_type.h). MLA caches one latent per token that serves as both key and value, so

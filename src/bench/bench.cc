@@ -110,8 +110,8 @@ std::string format_report(const Report& r) {
   for (const auto& [dtype, bytes] : r.bytes_by_dtype)
     dtypes += fmt::format("{}{} {}", dtypes.empty() ? "" : ", ", dtype, human(static_cast<double>(bytes), "B"));
   std::string s;
-  s += fmt::format("model:       {} ({}), weights {}, loaded in {:.1f} s\n", r.model_dir, r.architecture, dtypes,
-                   r.load_seconds);
+  s += fmt::format("model:       {} ({}), weights {}, {}, loaded in {:.1f} s\n", r.model_dir, r.architecture, dtypes,
+                   r.weights_in_memory ? "copied into memory (--no-mmap)" : "mapped from the files", r.load_seconds);
   s += fmt::format("threads:     {}, compute {}\n", r.threads, r.compute_type);
   if (o.context > 0)
     s += fmt::format("context:     {} tokens {} first ({:.2f} s, not timed below)\n", o.context,
@@ -135,7 +135,7 @@ std::string format_report(const Report& r) {
                    r.bandwidth.bytes_per_second / 1e9, r.bandwidth.threads,
                    static_cast<double>(r.bandwidth.buffer_bytes) / (1024.0 * 1024 * 1024), r.bandwidth.passes);
   if (r.weights_bandwidth.buffer_bytes > 0)
-    s += fmt::format("weights read bandwidth: {:.2f} GB/s (the model's {} of mapped tensors, {} threads, best of {})\n",
+    s += fmt::format("weights read bandwidth: {:.2f} GB/s (the model's {} of tensors, {} threads, best of {})\n",
                      r.weights_bandwidth.bytes_per_second / 1e9,
                      human(static_cast<double>(r.weights_bandwidth.buffer_bytes), "B"), r.weights_bandwidth.threads,
                      r.weights_bandwidth.passes);
@@ -180,6 +180,7 @@ std::string report_json(const Report& r) {
       {"reps", std::max(o.reps, 1)},
       {"seed", o.seed},
       {"load_seconds", r.load_seconds},
+      {"weights_memory", r.weights_in_memory ? "anonymous" : "mmap"},
       {"context_seconds", r.run.context_seconds},
       {"prefill_seconds", r.run.prefill_seconds},
       {"prefill_tokens_per_s", r.run.prefill_tokens_per_second},

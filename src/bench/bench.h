@@ -49,6 +49,7 @@ struct Report {
   RunOptions options;
   RunResult run;
   double load_seconds = 0;
+  bool weights_in_memory = false;   // --no-mmap: copied into anonymous memory, else mapped files
   uint64_t weight_bytes_total = 0;  // all tensors of the checkpoint
   std::map<std::string, uint64_t> bytes_by_dtype;  // of the checkpoint, FP8 scales included
   ActiveBytes active;

@@ -51,6 +51,11 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return header_.metadata; }
   const TensorView* find(const std::string& name) const;
   size_t file_size() const { return file_->size(); }
+  // MappedFile::copy_into_memory: the tensor views stay valid.
+  Status copy_into_memory(const std::function<void(size_t)>& progress = {}) {
+    return file_->copy_into_memory(progress);
+  }
+  bool in_anonymous_memory() const { return file_->in_anonymous_memory(); }
 
  private:
   std::unique_ptr<MappedFile> file_;

@@ -55,6 +55,21 @@ Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const
   const uint64_t total = ckpt.total_bytes();
   const bool tty = options.progress && isatty(STDERR_FILENO);
 
+  if (!options.mmap) {
+    uint64_t before = 0;
+    double last_report = 0;
+    for (const auto& shard : ckpt.shards()) {
+      DSEEK_RETURN_IF_ERROR(shard->copy_into_memory([&](size_t copied) {
+        if (!tty || clock.seconds() - last_report < 0.25) return;
+        last_report = clock.seconds();
+        std::fprintf(stderr, "\rloading %s: %s / %s copied into memory (%.0f%%)   ", dir.c_str(),
+                     gigabytes(before + copied).c_str(), gigabytes(total).c_str(),
+                     100.0 * static_cast<double>(before + copied) / static_cast<double>(std::max<uint64_t>(total, 1)));
+      }));
+      before += shard->file_size();
+    }
+    if (tty) std::fprintf(stderr, "\r%*s\r", 100, "");
+  }
   if (options.verify) {
     std::vector<const io::TensorView*> tensors;
     for (const auto& [name, t] : ckpt.tensors()) tensors.push_back(t);
@@ -90,8 +105,9 @@ Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const
     // Billions for real checkpoints, millions for small ones (the demo model has 5.9M).
     const double params = static_cast<double>(info.params_total);
     const std::string count = params >= 1e9 ? fmt::format("{:.2f}B", params / 1e9) : fmt::format("{:.1f}M", params / 1e6);
-    std::fprintf(stderr, "dseek: loaded %s (%s, %s parameters, %s) in %.2f s\n", dir.c_str(),
-                 info.architecture.c_str(), count.c_str(), gigabytes(total).c_str(), clock.seconds());
+    std::fprintf(stderr, "dseek: loaded %s (%s, %s parameters, %s%s) in %.2f s\n", dir.c_str(),
+                 info.architecture.c_str(), count.c_str(), gigabytes(total).c_str(),
+                 options.mmap ? "" : ", copied into memory", clock.seconds());
   }
   return model;
 }

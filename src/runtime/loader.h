@@ -15,6 +15,10 @@ namespace dseek::runtime {
 struct LoadOptions {
   bool verify = true;    // read and check every weight byte
   bool progress = true;  // progress line and summary on stderr
+  // Keep the weights in the page cache's mapping (default), or copy them into anonymous memory
+  // backed by huge pages (--no-mmap, as llama.cpp): a slower start and private memory, faster
+  // reads of the weights (io::MappedFile::copy_into_memory).
+  bool mmap = true;
 };
 
 Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const LoadOptions& options);

@@ -115,6 +115,18 @@ TEST(BenchCli, ComputeTypeFlag) {
   EXPECT_NE(bad.err.find("--dtype"), std::string::npos) << bad.err;
 }
 
+// --no-mmap (llama.cpp's flag): the report says where the weights were read from.
+TEST(BenchCli, NoMmapFlag) {
+  for (const std::string flag : {"", "--no-mmap"}) {
+    const CommandResult r = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --bw-mib 16 --json " + flag);
+    ASSERT_EQ(r.exit_code, 0) << flag << ": " << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out)["weights_memory"], flag.empty() ? "mmap" : "anonymous") << flag;
+  }
+  const CommandResult text = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --bw-mib 16 --no-mmap");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_NE(text.out.find("copied into memory (--no-mmap)"), std::string::npos) << text.out;
+}
+
 TEST(BenchCli, TooLongARunIsAOneLineError) {
   // tiny-v3 has max_position_embeddings 256.
   const CommandResult r = run_dseek("bench -m " + kTinyV3 + " -p 200 -n 100 --bw-mib 64");

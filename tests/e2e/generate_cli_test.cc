@@ -21,7 +21,8 @@ std::string join(const std::vector<int32_t>& v) {
 }
 
 // Greedy `dseek run` on every golden checkpoint and prompt reproduces DeepSeek's tokens, in float32
-// and in BF16-compute mode (--dtype bf16: the golden README's bar for a faster mode).
+// and in BF16-compute mode (--dtype bf16: the golden README's bar for a faster mode), and with
+// the weights copied into memory (--no-mmap).
 TEST(Run, GreedyReproducesGoldenTokens) {
   const std::vector<std::vector<int32_t>> prompts = {
       {167, 487, 79, 204, 335},
@@ -30,12 +31,12 @@ TEST(Run, GreedyReproducesGoldenTokens) {
     auto expected = io::SafetensorsFile::open(golden_dir() + "/expected/" + name + ".safetensors");
     ASSERT_TRUE(expected.ok());
     for (size_t i = 0; i < prompts.size(); ++i) {
-      for (const std::string dtype : {"f32", "bf16"}) {
+      for (const std::string flags : {"--dtype f32", "--dtype bf16", "--dtype f32 --no-mmap"}) {
         const auto r = run_dseek("run -m " + golden_dir() + "/models/" + name + " --prompt-ids " + join(prompts[i]) +
-                                 " -n 12 --temp 0 --ignore-eos --ids -t 1 --dtype " + dtype);
+                                 " -n 12 --temp 0 --ignore-eos --ids -t 1 " + flags);
         ASSERT_EQ(r.exit_code, 0) << r.err;
         EXPECT_EQ(r.out, join(read_i32(*expected.value(), "p" + std::to_string(i) + ".greedy")) + "\n")
-            << name << " p" << i << " --dtype " << dtype;
+            << name << " p" << i << " " << flags;
         EXPECT_NE(r.err.find("generated: 12 tokens"), std::string::npos) << r.err;
         EXPECT_NE(r.err.find("peak memory"), std::string::npos) << r.err;
       }
