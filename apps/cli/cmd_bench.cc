@@ -57,14 +57,22 @@ Status run_bench(const BenchArgs& a) {
   r.active = bench::active_weight_bytes_per_token(c, m->weights().checkpoint());
   r.flops = bench::prefill_flops(c, a.run.prompt, a.run.context);
 
+  std::vector<std::span<const uint8_t>> weights;
+  for (const auto& [name, t] : m->weights().checkpoint().tensors()) weights.emplace_back(t->data, t->nbytes);
+  r.options.around_decode = [&](bool after) {
+    (after ? r.weights_bandwidth_after : r.weights_bandwidth_before) =
+        bench::measure_regions_read_bandwidth(r.threads, weights, a.bw_passes);
+  };
   DSEEK_ASSIGN_OR_RETURN(r.run, bench::run_model(*m, r.options));
+  r.options.around_decode = nullptr;
+  r.weights_bandwidth = r.weights_bandwidth_before.bytes_per_second >= r.weights_bandwidth_after.bytes_per_second
+                            ? r.weights_bandwidth_before
+                            : r.weights_bandwidth_after;
+  r.weights_bandwidth.passes = r.weights_bandwidth_before.passes + r.weights_bandwidth_after.passes;
   // Peak RSS of loading and running the model: taken before the bandwidth buffer exists.
   r.peak_rss_bytes = bench::peak_rss_bytes();
 
   r.bandwidth = bench::measure_read_bandwidth(r.threads, static_cast<uint64_t>(a.bw_mib * 1024 * 1024), a.bw_passes);
-  std::vector<std::span<const uint8_t>> weights;
-  for (const auto& [name, t] : m->weights().checkpoint().tensors()) weights.emplace_back(t->data, t->nbytes);
-  r.weights_bandwidth = bench::measure_regions_read_bandwidth(r.threads, weights, a.bw_passes);
   r.fma = bench::measure_peak_fma(r.threads, 0.2, a.fma_runs);
   double load[1];
   if (getloadavg(load, 1) == 1) r.load_average_1m = load[0];

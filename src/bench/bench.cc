@@ -77,12 +77,14 @@ Expected<RunResult> run_model(const model::Model& m, const RunOptions& o) {
     Stopwatch prefill;
     DSEEK_RETURN_IF_ERROR(m.forward(*session, prompt, fwd, &logits));
     r.prefill_seconds = std::min(r.prefill_seconds, prefill.seconds());
+    if (rep == 0 && o.around_decode) o.around_decode(false);
     Stopwatch decode;
     for (int64_t i = 0; i < o.decode; ++i) {
       const int32_t next = argmax(logits);
       DSEEK_RETURN_IF_ERROR(m.forward(*session, std::span<const int32_t>(&next, 1), fwd, &logits));
     }
     r.decode_seconds = std::min(r.decode_seconds, decode.seconds());
+    if (rep + 1 == std::max(o.reps, 1) && o.around_decode) o.around_decode(true);
     r.kv_cache_bytes = std::max(r.kv_cache_bytes, session->length() * session->cache().bytes_per_token());
   }
   r.kv_cache_type = std::string(kv::cache_type_name(session->cache().cache_type()));
@@ -135,10 +137,12 @@ std::string format_report(const Report& r) {
                    r.bandwidth.bytes_per_second / 1e9, r.bandwidth.threads,
                    static_cast<double>(r.bandwidth.buffer_bytes) / (1024.0 * 1024 * 1024), r.bandwidth.passes);
   if (r.weights_bandwidth.buffer_bytes > 0)
-    s += fmt::format("weights read bandwidth: {:.2f} GB/s (the model's {} of tensors, {} threads, best of {})\n",
+    s += fmt::format("weights read bandwidth: {:.2f} GB/s (the model's {} of tensors, {} threads, best of {} "
+                     "passes: {:.2f} GB/s right before the decode, {:.2f} GB/s right after)\n",
                      r.weights_bandwidth.bytes_per_second / 1e9,
                      human(static_cast<double>(r.weights_bandwidth.buffer_bytes), "B"), r.weights_bandwidth.threads,
-                     r.weights_bandwidth.passes);
+                     r.weights_bandwidth.passes, r.weights_bandwidth_before.bytes_per_second / 1e9,
+                     r.weights_bandwidth_after.bytes_per_second / 1e9);
   s += fmt::format("peak FP32 FMA:         {:.1f} GFLOP/s ({}, {} threads, best of {})\n", r.fma.flops_per_second / 1e9,
                    r.fma.isa, r.fma.threads, r.fma.runs);
   s += fmt::format("decode efficiency:     {:.2f}% ({:.2f} tokens/s x {} = {:.2f} GB/s of {:.2f} GB/s)\n",
@@ -206,6 +210,8 @@ std::string report_json(const Report& r) {
       {"decode_efficiency", r.decode_efficiency()},
       {"weights_read_bytes_per_s", r.weights_bandwidth.bytes_per_second},
       {"weights_read_bytes", r.weights_bandwidth.buffer_bytes},
+      {"weights_read_bytes_per_s_before_decode", r.weights_bandwidth_before.bytes_per_second},
+      {"weights_read_bytes_per_s_after_decode", r.weights_bandwidth_after.bytes_per_second},
       {"decode_weights_efficiency", r.decode_weights_efficiency()},
       {"prefill_efficiency", r.prefill_efficiency()},
       {"peak_rss_bytes", r.peak_rss_bytes},

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -21,6 +22,11 @@ struct RunOptions {
   bool random_context = false;  // context rows drawn at random (Session::append_random_rows), not computed
   int reps = 1;           // each measurement repeated; the fastest repetition is reported
   uint64_t seed = 1234;   // the random prompt and context token ids
+  // Called right before the first repetition's decode (false) and right after the last one's
+  // (true): `dseek bench` measures the weights' read bandwidth there, because this machine's
+  // memory speed changes from minute to minute and an efficiency needs the speed of the same
+  // minutes. Not timed.
+  std::function<void(bool after)> around_decode;
 };
 
 struct RunResult {
@@ -55,7 +61,8 @@ struct Report {
   ActiveBytes active;
   PrefillFlops flops;
   BandwidthResult bandwidth;          // an anonymous 1 GiB buffer
-  BandwidthResult weights_bandwidth;  // the model's own mapped tensors (0 bytes: not measured)
+  BandwidthResult weights_bandwidth;  // the model's own tensors: the better of the two below (0 bytes: not measured)
+  BandwidthResult weights_bandwidth_before, weights_bandwidth_after;  // right before / after the decode
   FmaResult fma;
   uint64_t peak_rss_bytes = 0;  // after the model run, before the machine measurements
   double load_average_1m = -1;  // of the machine when the measurements ended
