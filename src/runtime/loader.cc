@@ -2,43 +2,55 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <cstdio>
 #include <string>
 
 #include <fmt/format.h>
 
-#include "base/float_types.h"
 #include "base/timer.h"
 #include "model/model_info.h"
 
 namespace dseek::runtime {
 
+namespace {
+
+// Index of the first element of p[0, n) (elements of type U, any alignment) whose bits under
+// `mask` are all set (an all-ones exponent: Inf or NaN), or -1. Chunks of 4096 elements are
+// checked with a branch-free OR the compiler vectorizes; only a chunk with a hit is scanned
+// again for the index. The element-by-element loop this replaces took about half of a
+// checked load's time on a 16 GB checkpoint already in the page cache (perf).
+template <typename U>
+int64_t first_with_mask(const uint8_t* p, int64_t n, U mask) {
+  constexpr int64_t kChunk = 4096;
+  auto at = [&](int64_t i) {
+    U v;
+    std::memcpy(&v, p + i * static_cast<int64_t>(sizeof(U)), sizeof(U));
+    return v;
+  };
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1 = std::min(n, c0 + kChunk);
+    unsigned hit = 0;
+    for (int64_t i = c0; i < c1; ++i) hit |= (at(i) & mask) == mask;
+    if (!hit) continue;
+    for (int64_t i = c0; i < c1; ++i)
+      if ((at(i) & mask) == mask) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
 int64_t first_non_finite(const io::TensorView& t) {
   const int64_t n = t.numel();
-  const uint8_t* p = t.data;
   switch (t.dtype) {
-    case DType::kBF16:
-      for (int64_t i = 0; i < n; ++i)
-        if ((load_u16(p + 2 * i) & 0x7f80) == 0x7f80) return i;
-      return -1;
-    case DType::kF16:
-      for (int64_t i = 0; i < n; ++i)
-        if ((load_u16(p + 2 * i) & 0x7c00) == 0x7c00) return i;
-      return -1;
-    case DType::kF32:
-      for (int64_t i = 0; i < n; ++i) {
-        uint32_t bits;
-        std::memcpy(&bits, p + 4 * i, 4);
-        if ((bits & 0x7f800000u) == 0x7f800000u) return i;
-      }
-      return -1;
-    case DType::kF8E4M3:
-      for (int64_t i = 0; i < n; ++i)
-        if ((p[i] & 0x7f) == 0x7f) return i;
-      return -1;
-    default:
-      return -1;
+    case DType::kBF16: return first_with_mask<uint16_t>(t.data, n, 0x7f80);
+    case DType::kF16: return first_with_mask<uint16_t>(t.data, n, 0x7c00);
+    case DType::kF32: return first_with_mask<uint32_t>(t.data, n, 0x7f800000u);
+    case DType::kF8E4M3: return first_with_mask<uint8_t>(t.data, n, 0x7f);  // S.1111.111: e4m3 has no Inf
+    default: return -1;  // integer types are always finite
   }
 }
 

@@ -1,6 +1,8 @@
 // The generation loop: prefix reuse gives the logits of a full prefill, greedy decoding
 // reproduces DeepSeek's reference tokens, seeds make sampling repeatable, stop strings cut
 // text exactly, the context limit ends generation cleanly.
+#include <cstring>
+#include <random>
 #include <span>
 
 #include <gtest/gtest.h>
@@ -168,6 +170,51 @@ TEST(LoadModel, OnlyACheckedLoadMarksTheMatricesFinite) {
     }
     EXPECT_GT(bound, 20);
     EXPECT_GT(fp8, 10);  // the fixture's FP8 matrices are among them
+  }
+}
+
+// The load check finds the first non-finite element exactly as an element-by-element scan of the
+// same bits does: every float type, lengths around its 4096-element chunks, odd addresses, a hit
+// at the start, inside, at the end or nowhere, and finite look-alikes (FP8 0x7e, max normals).
+TEST(FirstNonFinite, MatchesAnElementByElementScan) {
+  struct Type {
+    DType dtype;
+    size_t size;
+    uint32_t mask, finite_max;  // the Inf/NaN exponent bits; the largest finite pattern
+  };
+  const Type types[] = {{DType::kBF16, 2, 0x7f80, 0x7f7f},
+                        {DType::kF16, 2, 0x7c00, 0x7bff},
+                        {DType::kF32, 4, 0x7f800000u, 0x7f7fffffu},
+                        {DType::kF8E4M3, 1, 0x7f, 0x7e}};
+  std::mt19937 rng(3);
+  for (const Type& ty : types) {
+    for (int64_t n : {0, 1, 7, 4095, 4096, 4097, 9000}) {
+      for (int64_t bad : {int64_t{-1}, int64_t{0}, n / 2, n - 1, int64_t{4096}}) {
+        if (bad >= n) continue;
+        std::vector<uint8_t> buf(static_cast<size_t>(n) * ty.size + 1);
+        uint8_t* p = buf.data() + 1;  // odd address
+        for (int64_t i = 0; i < n; ++i) {
+          // Random finite patterns, often the largest finite one.
+          uint32_t v = rng() % 3 == 0 ? ty.finite_max : static_cast<uint32_t>(rng()) & ~ty.mask;
+          if (rng() % 2) v |= ty.size == 1 ? 0x80u : ty.size == 2 ? 0x8000u : 0x80000000u;  // either sign
+          if (i == bad) v |= ty.mask;
+          std::memcpy(p + i * ty.size, &v, ty.size);
+        }
+        int64_t want = -1;
+        for (int64_t i = 0; i < n && want < 0; ++i) {
+          uint32_t v = 0;
+          std::memcpy(&v, p + i * ty.size, ty.size);
+          if ((v & ty.mask) == ty.mask) want = i;
+        }
+        ASSERT_EQ(want, bad) << "test data";
+        io::TensorView t;
+        t.dtype = ty.dtype;
+        t.shape = {n};
+        t.data = p;
+        t.nbytes = static_cast<size_t>(n) * ty.size;
+        EXPECT_EQ(first_non_finite(t), want) << dtype_name(ty.dtype) << " n " << n << " bad " << bad;
+      }
+    }
   }
 }
 
