@@ -62,32 +62,37 @@ TEST(RowDealer, ChunksAreAlignedAndSized) {
   EXPECT_EQ(one.chunk_rows(), 4);
 }
 
-// Thread 0 stalls inside its first chunk until thread 1 has returned: thread 1 must have taken
-// every other chunk of thread 0's range, from the back.
+// Thread 0 stalls inside its first chunk until thread 1 has returned; thread 1 starts only once
+// thread 0 holds that chunk. Thread 1 must have taken every other chunk of thread 0's range.
 TEST(RowDealer, AFinishedThreadTakesTheOthersChunks) {
   const int64_t rows = 640;
   RowDealer dealer(rows, 1, 2, 8);  // 320 rows a thread, chunks of 40
   std::vector<int> owner(rows, -1);
-  std::atomic<bool> second_done{false};
+  std::atomic<bool> second_done{false}, first_taken{false};
   int team = 0;
 #pragma omp parallel num_threads(2)
   {
 #pragma omp single
     team = omp_get_num_threads();
     const int self = omp_get_thread_num();
+    auto wait_for = [](const std::atomic<bool>& flag) {
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (!flag && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    };
+    if (self == 1) wait_for(first_taken);
     bool first = true;
     dealer.for_each_chunk([&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) owner[r] = self;
       if (self == 0 && first) {
         first = false;
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-        while (!second_done && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+        first_taken = true;
+        wait_for(second_done);
       }
     });
     if (self == 1) second_done = true;
   }
   if (team < 2) GTEST_SKIP() << "OpenMP gave a team of " << team;
-  ASSERT_TRUE(second_done.load());
+  ASSERT_TRUE(first_taken.load() && second_done.load());
   for (int64_t r = 0; r < 40; ++r) EXPECT_EQ(owner[r], 0) << r;     // thread 0's first chunk
   for (int64_t r = 40; r < rows; ++r) EXPECT_EQ(owner[r], 1) << r;  // everything else
 }
