@@ -31,7 +31,7 @@ struct PerplexityArgs {
   std::string dtype = "f32";
   int64_t ctx = 256, stride = 0, max_tokens = 0;
   int threads = 0;
-  bool json = false;
+  bool json = false, no_mmap = false;
 };
 
 Status run_perplexity(const PerplexityArgs& a) {
@@ -53,7 +53,7 @@ Status run_perplexity(const PerplexityArgs& a) {
   const bool tty = isatty(STDERR_FILENO);
   // The loader's progress and summary only on a terminal: in logs and tests, stderr stays the
   // progress lines and at most one error line.
-  DSEEK_ASSIGN_OR_RETURN(auto m, runtime::load_model(dir, {.verify = true, .progress = tty && !a.json}));
+  DSEEK_ASSIGN_OR_RETURN(auto m, runtime::load_model(dir, {.verify = true, .progress = tty && !a.json, .mmap = !a.no_mmap}));
   DSEEK_RETURN_IF_ERROR(apply_cache_type(a.cache_type_k, *m));
   DSEEK_RETURN_IF_ERROR(apply_dtype(a.dtype));
   const int64_t vocab = m->config().vocab_size;
@@ -122,6 +122,7 @@ void register_perplexity(CLI::App& app, Runner* run) {
   cmd->add_flag("--json", a->json, "Print the result as JSON");
   add_cache_type_flag(cmd, &a->cache_type_k);
   add_dtype_flag(cmd, &a->dtype);
+  add_no_mmap_flag(cmd, &a->no_mmap);
   cmd->callback([=] {
     *run = [=] {
       if (a->threads > 0) omp_set_num_threads(a->threads);
