@@ -206,6 +206,10 @@ void gemm(const LinearKernels& k, const float* x, int64_t T, const WeightView& w
   for (int64_t t0 = 0; t0 < T; t0 += kTc) gemm_pass(k, x + t0 * w.in, std::min(kTc, T - t0), w, y + t0 * w.out);
 }
 
+void gemm_bf16(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
+  for (int64_t t0 = 0; t0 < T; t0 += kTc) gemm_bf16_pass(k, x + t0 * w.in, std::min(kTc, T - t0), w, y + t0 * w.out);
+}
+
 void check_scales(const WeightView& w) {
   if (w.dtype == DType::kI8 || w.dtype == DType::kU8) {
     DSEEK_CHECK(w.group_scales != nullptr && w.group_size > 0 && w.in % w.group_size == 0 &&
@@ -237,11 +241,7 @@ void linear_with(const LinearKernels& k, ComputeType c, const float* x, int64_t 
   check_scales(w);
   if (T <= kGemvMaxTokens) return gemv(k, c, x, T, w, y);
   if (c == ComputeType::kBf16) {
-    if (bf16_gemm_used(k, w)) {
-      for (int64_t t0 = 0; t0 < T; t0 += kTc)
-        gemm_bf16_pass(k, x + t0 * w.in, std::min(kTc, T - t0), w, y + t0 * w.out);
-      return;
-    }
+    if (bf16_gemm_used(k, w)) return gemm_bf16(k, x, T, w, y);
     // Elsewhere the same products on the float kernels, from x rounded to bf16.
     float* xr = t_xround.get(T * w.in);
     round_to_bf16(x, T * w.in, xr);

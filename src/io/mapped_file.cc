@@ -2,9 +2,9 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <sstream>
