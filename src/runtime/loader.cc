@@ -58,6 +58,33 @@ namespace {
 
 std::string gigabytes(uint64_t b) { return fmt::format("{:.2f} GB", static_cast<double>(b) / 1e9); }
 
+// The load's progress line on a terminal, at most four updates a second: "loading DIR: done /
+// total <what> (P%), S s left", the rate measured since the phase began; cleared at the end.
+class ProgressLine {
+ public:
+  ProgressLine(bool tty, const std::string& dir, uint64_t total, const char* what)
+      : tty_(tty), dir_(dir), total_(total), what_(what) {}
+  ~ProgressLine() {
+    if (tty_) std::fprintf(stderr, "\r%*s\r", 100, "");
+  }
+  void update(uint64_t done) {
+    if (!tty_ || clock_.seconds() - last_report_ < 0.25) return;
+    last_report_ = clock_.seconds();
+    const double rate = static_cast<double>(done) / std::max(last_report_, 1e-9);
+    std::fprintf(stderr, "\rloading %s: %s / %s %s (%.0f%%), %.0f s left   ", dir_.c_str(), gigabytes(done).c_str(),
+                 gigabytes(total_).c_str(), what_, 100.0 * static_cast<double>(done) / std::max<uint64_t>(total_, 1),
+                 static_cast<double>(total_ - std::min(done, total_)) / std::max(rate, 1.0));
+  }
+
+ private:
+  bool tty_;
+  const std::string& dir_;
+  uint64_t total_;
+  const char* what_;
+  Stopwatch clock_;
+  double last_report_ = 0;
+};
+
 }  // namespace
 
 Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const LoadOptions& options) {
@@ -68,19 +95,12 @@ Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const
   const bool tty = options.progress && isatty(STDERR_FILENO);
 
   if (!options.mmap) {
+    ProgressLine line(tty, dir, total, "copied into memory");
     uint64_t before = 0;
-    double last_report = 0;
     for (const auto& shard : ckpt.shards()) {
-      DSEEK_RETURN_IF_ERROR(shard->copy_into_memory([&](size_t copied) {
-        if (!tty || clock.seconds() - last_report < 0.25) return;
-        last_report = clock.seconds();
-        std::fprintf(stderr, "\rloading %s: %s / %s copied into memory (%.0f%%)   ", dir.c_str(),
-                     gigabytes(before + copied).c_str(), gigabytes(total).c_str(),
-                     100.0 * static_cast<double>(before + copied) / static_cast<double>(std::max<uint64_t>(total, 1)));
-      }));
+      DSEEK_RETURN_IF_ERROR(shard->copy_into_memory([&](size_t copied) { line.update(before + copied); }));
       before += shard->file_size();
     }
-    if (tty) std::fprintf(stderr, "\r%*s\r", 100, "");
   }
   if (options.verify) {
     std::vector<const io::TensorView*> tensors;
@@ -88,23 +108,18 @@ Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const
     std::atomic<uint64_t> done{0};
     std::atomic<int64_t> bad_index{-1};
     std::atomic<size_t> bad_tensor{0};
-    double last_report = 0;
+    {
+      ProgressLine line(tty, dir, total, "verified");
 #pragma omp parallel for schedule(dynamic)
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      if (bad_index.load() >= 0) continue;
-      const int64_t at = first_non_finite(*tensors[i]);
-      if (at >= 0 && bad_index.exchange(at) < 0) bad_tensor = i;
-      done += tensors[i]->nbytes;
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        if (bad_index.load() >= 0) continue;
+        const int64_t at = first_non_finite(*tensors[i]);
+        if (at >= 0 && bad_index.exchange(at) < 0) bad_tensor = i;
+        const uint64_t now = done += tensors[i]->nbytes;
 #pragma omp critical
-      if (tty && clock.seconds() - last_report > 0.25) {
-        last_report = clock.seconds();
-        const double rate = static_cast<double>(done) / std::max(last_report, 1e-9);
-        std::fprintf(stderr, "\rloading %s: %s / %s verified (%.0f%%), %.0f s left   ", dir.c_str(),
-                     gigabytes(done).c_str(), gigabytes(total).c_str(), 100.0 * done / std::max<uint64_t>(total, 1),
-                     (total - done) / std::max(rate, 1.0));
+        line.update(now);
       }
     }
-    if (tty) std::fprintf(stderr, "\r%*s\r", 100, "");
     if (bad_index.load() >= 0) {
       const io::TensorView* t = tensors[bad_tensor];
       return Status::errorf("{}: tensor '{}' holds a non-finite value (NaN or Inf) at element {}", *t->file, t->name,
