@@ -190,6 +190,18 @@ TEST(LinearKernels, ThreadedShapes) {
   }
 }
 
+// Calls body(isa, compute type) with every family this CPU has made active, under each compute type.
+template <class Body>
+void for_each_family_and_compute_type(Body&& body) {
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (cpu::ComputeType c : {cpu::ComputeType::kF32, cpu::ComputeType::kBf16}) {
+      cpu::ScopedComputeType compute(c);
+      body(isa, c);
+    }
+  }
+}
+
 // ops::linear_rows (one x against a range of rows, on the calling thread) runs those rows exactly
 // as ops::linear_f32 runs them for one token, on the float and the integer paths, whatever the
 // compute type (the same bits), and on the float path it equals the reference product's rows:
@@ -198,36 +210,32 @@ TEST(LinearKernels, LinearRowsEqualTheRowsOfLinear) {
   IsaGuard guard;
   std::mt19937 rng(19);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
+  for_each_family_and_compute_type([&](Isa isa, cpu::ComputeType c) {
     for (bool int8 : {false, true}) {
       cpu::set_int8_dot(int8);
-      for (cpu::ComputeType c : {cpu::ComputeType::kF32, cpu::ComputeType::kBf16}) {
-        cpu::ScopedComputeType compute(c);
-        for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8}) {
-          TestWeight t = make_weight(d, 300, 256, rng);
-          std::vector<float> x(256);
-          for (float& v : x) v = normal(rng);
-          std::vector<float> all(300), ref(300);
-          ops::linear_f32(x.data(), 1, t.w, all.data());
-          ops::linear_reference(x.data(), 1, t.w, ref.data());
-          const std::vector<double> mag = magnitude(x, 1, t.w);
-          for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, 300}, {128, 128}, {256, 44}, {130, 7}, {299, 1}}) {
-            const std::string what = name(isa, d, 300, 256, 1) + (int8 ? " int8" : "") + " compute " +
-                                     std::string(cpu::compute_type_name(c)) + " rows [" + std::to_string(r0) + ", " +
-                                     std::to_string(r0 + n) + ")";
-            std::vector<float> y(static_cast<size_t>(n), -7.0f);
-            ops::linear_rows(x.data(), t.w, r0, n, y.data());
-            EXPECT_EQ(0, std::memcmp(y.data(), all.data() + r0, static_cast<size_t>(n) * sizeof(float))) << what;
-            if (int8) continue;  // the integer path quantizes x: held to its own twin (linear_int8_test)
-            for (int64_t j = 0; j < n; ++j)
-              EXPECT_LE(std::fabs(static_cast<double>(y[j]) - ref[r0 + j]), 1e-5 * mag[r0 + j] + 1e-30)
-                  << what << " row " << r0 + j;
-          }
+      for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8}) {
+        TestWeight t = make_weight(d, 300, 256, rng);
+        std::vector<float> x(256);
+        for (float& v : x) v = normal(rng);
+        std::vector<float> all(300), ref(300);
+        ops::linear_f32(x.data(), 1, t.w, all.data());
+        ops::linear_reference(x.data(), 1, t.w, ref.data());
+        const std::vector<double> mag = magnitude(x, 1, t.w);
+        for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, 300}, {128, 128}, {256, 44}, {130, 7}, {299, 1}}) {
+          const std::string what = name(isa, d, 300, 256, 1) + (int8 ? " int8" : "") + " compute " +
+                                   std::string(cpu::compute_type_name(c)) + " rows [" + std::to_string(r0) + ", " +
+                                   std::to_string(r0 + n) + ")";
+          std::vector<float> y(static_cast<size_t>(n), -7.0f);
+          ops::linear_rows(x.data(), t.w, r0, n, y.data());
+          EXPECT_EQ(0, std::memcmp(y.data(), all.data() + r0, static_cast<size_t>(n) * sizeof(float))) << what;
+          if (int8) continue;  // the integer path quantizes x: held to its own twin (linear_int8_test)
+          for (int64_t j = 0; j < n; ++j)
+            EXPECT_LE(std::fabs(static_cast<double>(y[j]) - ref[r0 + j]), 1e-5 * mag[r0 + j] + 1e-30)
+                << what << " row " << r0 + j;
         }
       }
     }
-  }
+  });
 }
 
 // WeightView::finite (every element checked finite at load) only removes the FP8 kernels' NaN
@@ -238,33 +246,29 @@ TEST(LinearKernels, KnownFiniteWeightsGiveTheSameBits) {
   IsaGuard guard;
   std::mt19937 rng(23);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
-    for (cpu::ComputeType c : {cpu::ComputeType::kF32, cpu::ComputeType::kBf16}) {
-      cpu::ScopedComputeType compute(c);
-      for (auto [out, in] : {std::pair<int64_t, int64_t>{33, 300}, {130, 520}, {7, 77}}) {
-        TestWeight t = make_weight(DType::kF8E4M3, out, in, rng);
-        for (int64_t T : {1, 2, 3, 4, 5, 17}) {
-          std::vector<float> x(static_cast<size_t>(T * in));
-          for (float& v : x) v = normal(rng);
-          std::vector<float> checked(static_cast<size_t>(T * out)), trusted(checked.size());
-          t.w.finite = false;
-          ops::linear(x.data(), T, t.w, checked.data());
-          t.w.finite = true;
-          ops::linear(x.data(), T, t.w, trusted.data());
-          EXPECT_EQ(0, std::memcmp(checked.data(), trusted.data(), checked.size() * sizeof(float)))
-              << name(isa, DType::kF8E4M3, out, in, T) << " compute " << cpu::compute_type_name(c);
-        }
-        std::vector<float> rows_checked(static_cast<size_t>(out * in)), rows_trusted(rows_checked.size());
+  for_each_family_and_compute_type([&](Isa isa, cpu::ComputeType c) {
+    for (auto [out, in] : {std::pair<int64_t, int64_t>{33, 300}, {130, 520}, {7, 77}}) {
+      TestWeight t = make_weight(DType::kF8E4M3, out, in, rng);
+      for (int64_t T : {1, 2, 3, 4, 5, 17}) {
+        std::vector<float> x(static_cast<size_t>(T * in));
+        for (float& v : x) v = normal(rng);
+        std::vector<float> checked(static_cast<size_t>(T * out)), trusted(checked.size());
         t.w.finite = false;
-        ops::decode_rows_fast(t.w, 0, out, rows_checked.data());
+        ops::linear(x.data(), T, t.w, checked.data());
         t.w.finite = true;
-        ops::decode_rows_fast(t.w, 0, out, rows_trusted.data());
-        EXPECT_EQ(0, std::memcmp(rows_checked.data(), rows_trusted.data(), rows_checked.size() * sizeof(float)))
-            << name(isa, DType::kF8E4M3, out, in, 0) << " decode_rows_fast";
+        ops::linear(x.data(), T, t.w, trusted.data());
+        EXPECT_EQ(0, std::memcmp(checked.data(), trusted.data(), checked.size() * sizeof(float)))
+            << name(isa, DType::kF8E4M3, out, in, T) << " compute " << cpu::compute_type_name(c);
       }
+      std::vector<float> rows_checked(static_cast<size_t>(out * in)), rows_trusted(rows_checked.size());
+      t.w.finite = false;
+      ops::decode_rows_fast(t.w, 0, out, rows_checked.data());
+      t.w.finite = true;
+      ops::decode_rows_fast(t.w, 0, out, rows_trusted.data());
+      EXPECT_EQ(0, std::memcmp(rows_checked.data(), rows_trusted.data(), rows_checked.size() * sizeof(float)))
+          << name(isa, DType::kF8E4M3, out, in, 0) << " decode_rows_fast";
     }
-  }
+  });
 }
 
 }  // namespace
