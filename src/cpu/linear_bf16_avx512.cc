@@ -26,7 +26,13 @@ constexpr int64_t kPair = 32;  // inputs of one vdpbf16ps
 // reads. On v3-slice-fp8 decode (dseek bench --dtype bf16, 2 threads, alternating runs) this read
 // 9.1 tok/s against 6.8-8.3 for 4 rows at a time behind a NaN pre-scan (which doubled as the
 // prefetch), and 7.4-7.8 for 4 rows with a 2 KiB lookahead (docs/kernels.md).
-constexpr int64_t kPrefetchBytes = 8192;
+// BF16 rows (lm_head: 44% of v3-slice's bytes a token) stream best from closer: on a
+// [129280, 7168] BF16 matrix in huge pages, 2 threads, interleaved with a plain read in the same
+// second, 3 KiB ahead read at 86-95% of the plain read's bandwidth when memory ran at 55-59 GB/s,
+// 8 KiB at 60-73% (2-6 KiB all beat 8; FP8 rows in 2048-row matrices kept 8 KiB: 4 KiB read at
+// 62-69%, 8 KiB at 86-92%).
+template <DType D>
+constexpr int64_t kPrefetchBytes = D == DType::kBF16 ? 3072 : 8192;
 
 // 32 weights of a row from input i as bf16 bits: BF16 as stored; FP8 as value * 2^-120 (sign
 // to bit 15, exponent and mantissa to bits 10..4; see linear_bf16.h). For FP8 with kCheckNan,
@@ -47,7 +53,7 @@ inline __m512i weight_bits(const uint8_t* row, int64_t i, __mmask32* nan) {
 inline V dot(V acc, __m512i w, __m512i x) { return _mm512_dpbf16_ps(acc, (__m512bh)w, (__m512bh)x); }
 
 // Row r for T tokens in one pass over the row (each byte is loaded once, with a software
-// prefetch kPrefetchBytes ahead). Per FP8 block, the bf16 products are summed unscaled and the
+// prefetch kPrefetchBytes<D> ahead). Per FP8 block, the bf16 products are summed unscaled and the
 // sum is scaled once (block scale x 2^(120 - shift)); a BF16 row is one block of scale 1. A block
 // whose scale is not finite goes element by element, as the float path does; so does a block
 // found to hold a NaN byte (its vector sums are dropped; only looked for with kCheckNan), and the
@@ -75,7 +81,7 @@ void gemv_row(const Bf16X& x, const WeightView& w, int64_t r, float x_unit, floa
       // 32 inputs into partial sum H (a constant: the sums must stay in registers).
       auto step = [&]<int H>(int64_t at, std::integral_constant<int, H>) {
         if (!kFp8 || H == 0)  // one cache line of the row per 64 bytes read
-          _mm_prefetch(reinterpret_cast<const char*>(row + (kFp8 ? at : 2 * at) + kPrefetchBytes), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(row + (kFp8 ? at : 2 * at) + kPrefetchBytes<D>), _MM_HINT_T1);
         const __m512i wv = weight_bits<D, kCheckNan>(row, at, &nan);
         for (int t = 0; t < T; ++t) sacc[t][H] = dot(sacc[t][H], wv, _mm512_loadu_si512(x.data + t * in + at));
       };
