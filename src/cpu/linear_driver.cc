@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <span>
+#include <vector>
 
 #include "base/check.h"
 #include "base/float_types.h"
@@ -39,7 +41,7 @@ class Scratch {
   int64_t cap_ = 0;
 };
 
-thread_local Scratch t_xpack, t_rows, t_wpack, t_int8, t_bf16, t_xround;
+thread_local Scratch t_xpack, t_rows, t_wpack, t_gemv_x, t_batch_x, t_xround;
 
 // This thread's share [begin, end) of `n` units split in contiguous chunks of `align` units.
 void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
@@ -52,39 +54,70 @@ void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
 
 bool parallel_gemv(int64_t T, const WeightView& w) { return w.out * w.in * T >= kParallelMinMacs && w.out >= 8; }
 
-// The matrix-vector product (T <= kGemvMaxTokens) by the path the compute type and the weight
-// select: x is prepared once, by the calling thread, into its buffer (rounded to bf16 for the
-// vdpbf16ps path, quantized for the integer path, as is for the float kernels), then
-// for_rows(kernel) runs kernel(r0, r1) over the row ranges it chooses; the ranges share x.
-template <typename ForRows>
-void gemv_by_path(const LinearKernels& k, ComputeType c, const float* x, int64_t T, const WeightView& w,
-                  float* y, ForRows&& for_rows) {
-  if (c == ComputeType::kBf16 && bf16_dot_used(k, w)) {
-    const Bf16X q{T, w.in, bf16_x_shift(x, T * w.in, w), reinterpret_cast<uint16_t*>(t_bf16.get((T * w.in + 1) / 2))};
-    k.round_x_bf16(x, q);
-    return for_rows([&](int64_t r0, int64_t r1) { k.gemv_bf16(q, w, r0, r1, y); });
+// How a matrix-vector product (T <= kGemvMaxTokens) runs, by compute type and weight: the
+// vdpbf16ps kernels on x rounded to bf16, the integer kernels on x quantized to int8, or the float
+// kernels (on x rounded to bf16 in BF16-compute mode).
+enum class GemvPath { kBf16Dot, kInt8Dot, kFloat };
+
+GemvPath gemv_path(const LinearKernels& k, ComputeType c, const WeightView& w) {
+  if (c == ComputeType::kBf16 && bf16_dot_used(k, w)) return GemvPath::kBf16Dot;
+  if (int8_dot_used(k, w)) return GemvPath::kInt8Dot;
+  return GemvPath::kFloat;
+}
+
+// Floats of buffer the prepared x of a path needs (a multiple of 16: buffers carved one after
+// another stay 64-byte aligned).
+int64_t gemv_x_floats(GemvPath p, ComputeType c, int64_t T, const WeightView& w) {
+  int64_t n = 0;
+  if (p == GemvPath::kBf16Dot) n = (T * w.in + 1) / 2;
+  if (p == GemvPath::kInt8Dot) n = static_cast<int64_t>(int8_x_bytes(T, w) + 3) / 4;
+  if (p == GemvPath::kFloat && c == ComputeType::kBf16) n = T * w.in;
+  return (n + 15) / 16 * 16;
+}
+
+// x [T, w.in] as its path's kernel reads it. Prepared once per product, by one thread, into a
+// 64-byte aligned buffer of gemv_x_floats; every row range of the product then shares it.
+struct GemvX {
+  GemvPath path = GemvPath::kFloat;
+  int64_t T = 0;
+  const float* x = nullptr;  // the float kernels' x: as given, or rounded to bf16
+  Bf16X bf16;
+  Int8X int8;
+};
+
+GemvX prepare_gemv_x(const LinearKernels& k, ComputeType c, GemvPath p, const float* x, int64_t T,
+                     const WeightView& w, float* buf) {
+  GemvX g{p, T, x, {}, {}};
+  if (p == GemvPath::kBf16Dot) {
+    g.bf16 = Bf16X{T, w.in, bf16_x_shift(x, T * w.in, w), reinterpret_cast<uint16_t*>(buf)};
+    k.round_x_bf16(x, g.bf16);
+  } else if (p == GemvPath::kInt8Dot) {
+    g.int8 = prepare_int8_x(T, w, buf);
+    k.quantize_x(x, w, g.int8);
+  } else if (c == ComputeType::kBf16) {
+    round_to_bf16(x, T * w.in, buf);
+    g.x = buf;
   }
-  if (int8_dot_used(k, w)) {
-    const Int8X q = prepare_int8_x(T, w, t_int8.get(static_cast<int64_t>(int8_x_bytes(T, w) + 3) / 4));
-    k.quantize_x(x, w, q);
-    return for_rows([&](int64_t r0, int64_t r1) { k.gemv_int8(q, w, r0, r1, y); });
+  return g;
+}
+
+// Rows [r0, r1) of the product of the prepared x with w.
+void run_gemv(const LinearKernels& k, const GemvX& g, const WeightView& w, int64_t r0, int64_t r1, float* y) {
+  switch (g.path) {
+    case GemvPath::kBf16Dot: return k.gemv_bf16(g.bf16, w, r0, r1, y);
+    case GemvPath::kInt8Dot: return k.gemv_int8(g.int8, w, r0, r1, y);
+    case GemvPath::kFloat: return k.gemv(g.x, g.T, w, r0, r1, y);
   }
-  if (c == ComputeType::kBf16) {  // the float kernels on x rounded to bf16
-    float* xr = t_xround.get(T * w.in);
-    round_to_bf16(x, T * w.in, xr);
-    x = xr;
-  }
-  for_rows([&](int64_t r0, int64_t r1) { k.gemv(x, T, w, r0, r1, y); });
 }
 
 // Every row, split across the team by a RowDealer.
 void gemv(const LinearKernels& k, ComputeType c, const float* x, int64_t T, const WeightView& w, float* y) {
   const bool parallel = parallel_gemv(T, w);
-  gemv_by_path(k, c, x, T, w, y, [&](auto&& kernel) {
-    RowDealer rows(w.out, 4, parallel ? omp_get_max_threads() : 1);
+  const GemvPath path = gemv_path(k, c, w);
+  const GemvX g = prepare_gemv_x(k, c, path, x, T, w, t_gemv_x.get(gemv_x_floats(path, c, T, w)));
+  RowDealer rows(w.out, 4, parallel ? omp_get_max_threads() : 1);
 #pragma omp parallel if (parallel)
-    rows.for_each_chunk(kernel);
-  });
+  rows.for_each_chunk([&](int64_t r0, int64_t r1) { run_gemv(k, g, w, r0, r1, y); });
 }
 
 constexpr int64_t kPanelSkew = 48;  // floats: 192 bytes
@@ -260,15 +293,84 @@ void linear_rows_with(const LinearKernels& k, ComputeType c, const float* x, con
     return;
   }
   check_scales(w);
-  gemv_by_path(k, c, x, 1, w, y, [&](auto&& kernel) { kernel(r0, r1); });
+  const GemvPath path = gemv_path(k, c, w);
+  run_gemv(k, prepare_gemv_x(k, c, path, x, 1, w, t_gemv_x.get(gemv_x_floats(path, c, 1, w))), w, r0, r1, y);
 }
 
 void linear_with(const LinearKernels& k, const float* x, int64_t T, const WeightView& w, float* y) {
   linear_with(k, ComputeType::kF32, x, T, w, y);
 }
 
+void linear_batch_with(const LinearKernels& k, ComputeType c, std::span<const LinearJob> jobs) {
+  const bool gemv_sized = std::all_of(jobs.begin(), jobs.end(), [](const LinearJob& j) {
+    return j.T >= 1 && j.T <= kGemvMaxTokens && j.w.in > 0 && j.w.out >= 0 && j.w.data != nullptr;
+  });
+  if (!gemv_sized || jobs.size() < 2) {  // prefill, or nothing to share: one product at a time
+    for (const LinearJob& j : jobs) linear_with(k, c, j.x, j.T, j.w, j.y);
+    return;
+  }
+  // Jobs that read the same x the same way share one prepared copy of it (an MoE layer's gate and
+  // up projections at decode: one x for every expert).
+  struct Input {
+    const LinearJob* first;  // the job it is prepared against
+    GemvPath path;
+    int64_t offset;  // floats into the batch's buffer
+    GemvX g;
+  };
+  std::vector<Input> inputs;
+  std::vector<size_t> input_of(jobs.size());
+  std::vector<int64_t> first_row(jobs.size() + 1, 0);  // the jobs' rows, numbered one after another
+  int64_t floats = 0, macs = 0;
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    const LinearJob& j = jobs[i];
+    first_row[i + 1] = first_row[i] + j.w.out;
+    if (j.w.out == 0) continue;  // no rows, nothing to prepare (as linear_with returns at once)
+    check_scales(j.w);
+    const GemvPath path = gemv_path(k, c, j.w);
+    auto same = [&](const Input& in) {
+      const WeightView& v = in.first->w;
+      return in.first->x == j.x && in.first->T == j.T && in.path == path && v.dtype == j.w.dtype && v.in == j.w.in &&
+             v.group_size == j.w.group_size;
+    };
+    auto it = std::find_if(inputs.begin(), inputs.end(), same);
+    if (it == inputs.end()) {
+      inputs.push_back({&j, path, floats, {}});
+      floats += gemv_x_floats(path, c, j.T, j.w);
+      it = inputs.end() - 1;
+    }
+    input_of[i] = static_cast<size_t>(it - inputs.begin());
+    macs += j.T * j.w.out * j.w.in;
+  }
+  float* buf = t_batch_x.get(floats);
+  const bool parallel = macs >= kParallelMinMacs && first_row.back() >= 8;
+  RowDealer rows(first_row.back(), 4, parallel ? omp_get_max_threads() : 1);
+#pragma omp parallel if (parallel)
+  {
+#pragma omp for schedule(static)
+    for (size_t u = 0; u < inputs.size(); ++u) {
+      Input& in = inputs[u];
+      in.g = prepare_gemv_x(k, c, in.path, in.first->x, in.first->T, in.first->w, buf + in.offset);
+    }
+    rows.for_each_chunk([&](int64_t r0, int64_t r1) {
+      // The job holding row r0 (the last one starting at or before it: empty jobs are skipped),
+      // then the next ones until r1.
+      auto i = static_cast<size_t>(std::upper_bound(first_row.begin(), first_row.end(), r0) - first_row.begin() - 1);
+      for (; r0 < r1; ++i) {
+        const int64_t end = std::min(r1, first_row[i + 1]);
+        if (end > r0)
+          run_gemv(k, inputs[input_of[i]].g, jobs[i].w, r0 - first_row[i], end - first_row[i], jobs[i].y);
+        r0 = std::max(r0, end);
+      }
+    });
+  }
+}
+
 void linear(const float* x, int64_t T, const WeightView& w, float* y) {
   linear_with(linear_kernels(active_isa()), active_compute_type(), x, T, w, y);
+}
+
+void linear_batch(std::span<const LinearJob> jobs) {
+  linear_batch_with(linear_kernels(active_isa()), active_compute_type(), jobs);
 }
 
 }  // namespace dseek::cpu

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <type_traits>
 
 #include "base/check.h"
@@ -103,6 +104,24 @@ void linear_with(const LinearKernels& k, const float* x, int64_t T, const Weight
 // for T = 1 (same path: vdpbf16ps, integer or float kernels; same bits).
 void linear_rows_with(const LinearKernels& k, ComputeType c, const float* x, const WeightView& w, int64_t r0,
                       int64_t r1, float* y);
+
+// One product of a batch: y [T, w.out] = x [T, w.in] . W^T.
+struct LinearJob {
+  const float* x = nullptr;
+  int64_t T = 0;
+  WeightView w;
+  float* y = nullptr;
+};
+
+// Every job of the batch, each exactly as linear_with computes it (same path, same bits). When
+// every job is a matrix-vector product (T <= kGemvMaxTokens), they run in one parallel region:
+// each distinct x is prepared once (jobs with the same x pointer, T and input layout share it),
+// and the rows of all the jobs are dealt to the threads as one product's rows. So an MoE layer at
+// decode pays for one region, not three per expert. Otherwise the jobs run one after another.
+// Outputs must not overlap each other or any input.
+void linear_batch_with(const LinearKernels& k, ComputeType c, std::span<const LinearJob> jobs);
+// With the active family and compute type.
+void linear_batch(std::span<const LinearJob> jobs);
 
 // Per-family tables (defined in linear_{scalar,avx2,avx512}.cc).
 const LinearKernels& scalar_linear_kernels();

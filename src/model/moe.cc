@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "cpu/linear_kernels.h"
 #include "ops/linear.h"
 #include "ops/ops.h"
 
@@ -57,11 +58,73 @@ Routing route_token(const ModelConfig& c, const float* logits, const std::vector
 void ffn_forward(const FfnWeights& w, const float* x, int64_t T, float* y) {
   const int64_t F = w.gate_proj.out;
   std::vector<float> gate(static_cast<size_t>(T * F)), up(static_cast<size_t>(T * F));
-  ops::linear(x, T, w.gate_proj, gate.data());
-  ops::linear(x, T, w.up_proj, up.data());
+  const ops::LinearJob gate_up[] = {{x, T, &w.gate_proj, gate.data()}, {x, T, &w.up_proj, up.data()}};
+  ops::linear_batch(gate_up);  // at decode: one x preparation and one parallel region for both
   ops::swiglu_inplace(gate.data(), up.data(), T * F);
   ops::linear(gate.data(), T, w.down_proj, y);
 }
+
+namespace {
+
+using RoutedTokens = std::vector<std::vector<std::pair<int64_t, float>>>;  // expert -> (token, weight)
+
+// The experts of a few tokens (decode), the same sums in the same order as moe_forward's loop,
+// in two batched products: every active expert's gate and up projections (and the shared
+// expert's), then every down projection. At decode each expert's matrices are small (V2-Lite:
+// 1408 x 2048), so one parallel region per matrix cost more in wake-ups, x preparation and
+// uneven finishes than the matrix itself streamed in; a batch deals all the rows in one region.
+void moe_experts_batched(const MoeWeights& w, const float* x, int64_t T, const RoutedTokens& routed, float* out) {
+  struct Active {
+    const FfnWeights* ffn;
+    const std::vector<std::pair<int64_t, float>>* tokens;  // null: the shared expert (every token)
+    int64_t n;
+    std::vector<float> x, gate, up, y;  // x: gathered rows, empty when the expert sees every token in order
+  };
+  std::vector<Active> active;
+  for (size_t e = 0; e < routed.size(); ++e) {
+    if (routed[e].empty()) continue;
+    active.push_back({&w.experts[e], &routed[e], static_cast<int64_t>(routed[e].size()), {}, {}, {}, {}});
+  }
+  if (w.has_shared) active.push_back({&w.shared, nullptr, T, {}, {}, {}, {}});
+  std::vector<ops::LinearJob> jobs;
+  for (Active& a : active) {
+    const int64_t Dm = a.ffn->gate_proj.in, F = a.ffn->gate_proj.out;
+    const float* xa = x;
+    bool in_order = a.tokens == nullptr;
+    if (!in_order) {
+      in_order = a.n == T;
+      for (int64_t i = 0; in_order && i < a.n; ++i) in_order = (*a.tokens)[i].first == i;
+    }
+    if (!in_order) {  // a subset of the tokens: gathered, as moe_forward's loop does
+      a.x.resize(static_cast<size_t>(a.n * Dm));
+      for (int64_t i = 0; i < a.n; ++i) std::copy_n(x + (*a.tokens)[i].first * Dm, Dm, a.x.data() + i * Dm);
+      xa = a.x.data();
+    }
+    a.gate.resize(static_cast<size_t>(a.n * F));
+    a.up.resize(static_cast<size_t>(a.n * F));
+    jobs.push_back({xa, a.n, &a.ffn->gate_proj, a.gate.data()});
+    jobs.push_back({xa, a.n, &a.ffn->up_proj, a.up.data()});
+  }
+  ops::linear_batch(jobs);
+  jobs.clear();
+  for (Active& a : active) {
+    ops::swiglu_inplace(a.gate.data(), a.up.data(), static_cast<int64_t>(a.gate.size()));
+    a.y.resize(static_cast<size_t>(a.n * a.ffn->down_proj.out));
+    jobs.push_back({a.gate.data(), a.n, &a.ffn->down_proj, a.y.data()});
+  }
+  ops::linear_batch(jobs);
+  for (const Active& a : active) {
+    const int64_t Do = a.ffn->down_proj.out;
+    if (a.tokens == nullptr) {  // shared: added after every routed expert
+      for (int64_t i = 0; i < T * Do; ++i) out[i] += a.y[i];
+      continue;
+    }
+    for (int64_t i = 0; i < a.n; ++i)
+      ops::axpy((*a.tokens)[i].second, a.y.data() + i * Do, out + (*a.tokens)[i].first * Do, Do);
+  }
+}
+
+}  // namespace
 
 void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int64_t T, float* out) {
   const int64_t D = c.hidden_size, E = c.n_routed_experts;
@@ -69,13 +132,14 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const float* x, int6
   ops::linear_f32(x, T, w.gate, logits.data());  // routing: no bf16 near-tie flips
 
   // Group the tokens by expert so each expert runs once over all the tokens routed to it.
-  std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(E));  // expert -> (token, weight)
+  RoutedTokens routed(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
     const Routing r = route_token(c, logits.data() + t * E, w.e_score_correction_bias);
     for (size_t k = 0; k < r.experts.size(); ++k) routed[r.experts[k]].emplace_back(t, r.weights[k]);
   }
 
   std::fill(out, out + T * D, 0.0f);
+  if (T <= cpu::kGemvMaxTokens) return moe_experts_batched(w, x, T, routed, out);
   std::vector<float> xe, ye;
   for (int64_t e = 0; e < E; ++e) {  // expert order, as the reference accumulates
     const auto& tokens = routed[e];

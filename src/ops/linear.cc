@@ -110,6 +110,16 @@ void linear(const float* x, int64_t T, const LinearWeight& w, float* y) {
   cpu::linear(x, T, view_of(w), y);
 }
 
+void linear_batch(std::span<const LinearJob> jobs) {
+  std::vector<cpu::LinearJob> cj;
+  cj.reserve(jobs.size());
+  for (const LinearJob& j : jobs) {
+    DSEEK_CHECK(j.w != nullptr && !j.w->empty(), "linear_batch: job {} has an unbound weight", cj.size());
+    cj.push_back({j.x, j.T, view_of(*j.w), j.y});
+  }
+  cpu::linear_batch(cj);
+}
+
 void linear_f32(const float* x, int64_t T, const LinearWeight& w, float* y) {
   DSEEK_CHECK(!w.empty(), "linear on an unbound weight");
   cpu::linear_with(cpu::linear_kernels(cpu::active_isa()), cpu::ComputeType::kF32, x, T, view_of(w), y);

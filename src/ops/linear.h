@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "base/dtype.h"
 #include "cpu/weight_view.h"
@@ -56,6 +57,19 @@ void linear_rows(const float* x, const LinearWeight& w, int64_t r0, int64_t n, f
 // y [T, out] = x [T, in] . W^T; multithreaded over output rows. Computes in the process's
 // compute type (cpu/compute_type.h: --dtype).
 void linear(const float* x, int64_t T, const LinearWeight& w, float* y);
+
+// One product of a batch: y [T, w.out] = x [T, w.in] . W^T.
+struct LinearJob {
+  const float* x = nullptr;
+  int64_t T = 0;
+  const LinearWeight* w = nullptr;
+  float* y = nullptr;
+};
+
+// Every job as linear() computes it (same bits); at decode sizes all in one parallel region, each
+// distinct x prepared once (cpu::linear_batch). For the products of a step that do not depend on
+// each other: an MoE layer's gate and up projections of every active expert, then their downs.
+void linear_batch(std::span<const LinearJob> jobs);
 
 // The same product in float32 whatever --dtype says: for the small products whose outputs are
 // discrete choices (the MoE router's expert scores, V3.2's indexer scores), where a bf16

@@ -238,6 +238,64 @@ TEST(LinearKernels, LinearRowsEqualTheRowsOfLinear) {
   });
 }
 
+// ops::linear_batch gives every job the bits ops::linear gives it alone: every family, compute type
+// and format (integer path on and off), jobs sharing one x (an MoE layer's gate and up at decode)
+// and jobs with their own, several token counts in one batch, a job with no rows, mixed formats,
+// and a batch with a prefill-sized job (which runs the jobs one at a time).
+TEST(LinearKernels, BatchGivesEachJobTheBitsOfLinear) {
+  IsaGuard guard;
+  std::mt19937 rng(29);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  auto random_x = [&](int64_t n) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& v : x) v = normal(rng);
+    return x;
+  };
+  for_each_family_and_compute_type([&](Isa isa, cpu::ComputeType c) {
+    for (bool int8 : {false, true}) {
+      cpu::set_int8_dot(int8);
+      for (DType d : {DType::kF32, DType::kBF16, DType::kF8E4M3, DType::kI8, DType::kU8}) {
+        for (int64_t big_T : {int64_t{0}, int64_t{9}}) {  // 9: a prefill-sized job joins the batch
+          // Jobs as an MoE layer's: two share x0, one has its own x with 3 tokens, one is empty (no
+          // rows), one has the shape of the first two but its own x (must not share x0's
+          // preparation); then a BF16 job on x0 (another format in the same batch).
+          std::vector<TestWeight> ws;
+          ws.push_back(make_weight(d, 300, 256, rng));
+          ws.push_back(make_weight(d, 130, 256, rng));
+          ws.push_back(make_weight(d, 77, 512, rng));
+          ws.push_back(make_weight(d, 0, 256, rng));
+          ws.push_back(make_weight(d, 64, 256, rng));
+          ws.push_back(make_weight(DType::kBF16, 33, 256, rng));
+          const std::vector<float> x0 = random_x(256), x1 = random_x(256), x2 = random_x(3 * 512),
+                                   xb = random_x(9 * 256);
+          struct Spec {
+            const float* x;
+            int64_t T;
+          };
+          std::vector<Spec> specs = {{x0.data(), 1}, {x0.data(), 1}, {x2.data(), 3},
+                                     {x0.data(), 1}, {x1.data(), 1}, {x0.data(), 1}};
+          if (big_T > 0) specs.push_back({xb.data(), big_T}), ws.push_back(make_weight(d, 40, 256, rng));
+          std::vector<std::vector<float>> batched, alone;
+          std::vector<ops::LinearJob> jobs;
+          for (size_t i = 0; i < specs.size(); ++i) {
+            batched.emplace_back(static_cast<size_t>(specs[i].T * ws[i].w.out), -7.0f);
+            alone.emplace_back(batched.back().size(), -9.0f);
+          }
+          for (size_t i = 0; i < specs.size(); ++i) {
+            jobs.push_back({specs[i].x, specs[i].T, &ws[i].w, batched[i].data()});
+            ops::linear(specs[i].x, specs[i].T, ws[i].w, alone[i].data());
+          }
+          ops::linear_batch(jobs);
+          for (size_t i = 0; i < specs.size(); ++i)
+            EXPECT_EQ(0, std::memcmp(batched[i].data(), alone[i].data(), batched[i].size() * sizeof(float)))
+                << name(isa, ws[i].w.dtype, ws[i].w.out, ws[i].w.in, specs[i].T) << (int8 ? " int8" : "")
+                << " compute " << cpu::compute_type_name(c) << " job " << i << (big_T > 0 ? " (with a prefill job)" : "");
+        }
+      }
+    }
+  });
+}
+
 // WeightView::finite (every element checked finite at load) only removes the FP8 kernels' NaN
 // checks: on finite weights, every family, compute type and path gives the same bits with and
 // without it. A NaN code read under the promise would give a finite number, so the promise must

@@ -13,6 +13,7 @@
 
 #include "model/moe.h"
 #include "model/rope.h"
+#include "ops/linear.h"
 #include "train/mla_backward.h"
 #include "train/moe_backward.h"
 #include "train/ops_backward.h"
@@ -315,6 +316,61 @@ TEST_P(MlaBackward, MatchesFiniteDifferences) {
 }
 
 INSTANTIATE_TEST_SUITE_P(QLora, MlaBackward, ::testing::Bool());
+
+// model::moe_forward at 1-6 tokens against a reference built from ops::linear_reference: up to
+// 4 tokens the experts run as two batched products (ops::linear_batch; some experts see a subset
+// of the tokens, gathered), above that one expert at a time.
+TEST(MoeForward, FewTokensMatchTheReference) {
+  model::ModelConfig c = router_config(model::ScoringFunc::kSigmoid, model::TopkMethod::kNoauxTc, true, 2.5);
+  c.hidden_size = 128;
+  c.moe_intermediate_size = 192;
+  c.n_shared_experts = 1;
+  const int64_t D = c.hidden_size, E = c.n_routed_experts, F = c.moe_intermediate_size;
+  uint32_t seed = 90;
+  auto gate = random_vec<float>(E * D, ++seed, 0.5);
+  std::vector<std::vector<float>> ew;  // gate, up, down per expert, then shared
+  for (int64_t i = 0; i < (E + 1) * 3; ++i) ew.push_back(random_vec<float>(F * D, ++seed, 0.1));
+  model::MoeWeights w;
+  w.e_score_correction_bias = random_vec<float>(E, ++seed, 0.2);
+  w.has_shared = true;
+  w.gate = f32_weight(gate, E, D);
+  for (int64_t e = 0; e <= E; ++e) {
+    model::FfnWeights f{f32_weight(ew[3 * e], F, D), f32_weight(ew[3 * e + 1], F, D), f32_weight(ew[3 * e + 2], D, F)};
+    if (e < E) w.experts.push_back(f);
+    else w.shared = f;
+  }
+  auto ffn_reference = [&](const model::FfnWeights& f, const float* x, std::vector<double>& acc, double weight) {
+    std::vector<float> g(F), u(F), h(F), y(D);
+    ops::linear_reference(x, 1, f.gate_proj, g.data());
+    ops::linear_reference(x, 1, f.up_proj, u.data());
+    for (int64_t i = 0; i < F; ++i) h[i] = static_cast<float>(g[i] / (1.0 + std::exp(-static_cast<double>(g[i])))) * u[i];
+    ops::linear_reference(h.data(), 1, f.down_proj, y.data());
+    for (int64_t i = 0; i < D; ++i) acc[i] += weight * y[i];
+  };
+  for (int64_t T = 1; T <= 6; ++T) {
+    auto x = random_vec<float>(T * D, ++seed);
+    std::vector<float> out(T * D, -7.0f);
+    model::moe_forward(c, w, x.data(), T, out.data());
+    int64_t subsets = 0;  // experts that saw only some of the tokens
+    std::vector<int64_t> seen(E, 0);
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<float> logits(E);
+      ops::linear_reference(x.data() + t * D, 1, w.gate, logits.data());
+      const model::Routing r = model::route_token(c, logits.data(), w.e_score_correction_bias);
+      std::vector<double> acc(D, 0.0);
+      for (size_t k = 0; k < r.experts.size(); ++k) {
+        ffn_reference(w.experts[r.experts[k]], x.data() + t * D, acc, r.weights[k]);
+        ++seen[r.experts[k]];
+      }
+      ffn_reference(w.shared, x.data() + t * D, acc, 1.0);
+      for (int64_t i = 0; i < D; ++i) EXPECT_NEAR(out[t * D + i], acc[i], 1e-4 * (1.0 + std::fabs(acc[i]))) << "T " << T;
+    }
+    for (int64_t e = 0; e < E; ++e) subsets += seen[e] > 0 && seen[e] < T;
+    if (T >= 3) {
+      EXPECT_GT(subsets, 0) << "T " << T << ": no expert saw a subset of the tokens";
+    }
+  }
+}
 
 TEST(MoeBackward, MatchesFiniteDifferencesWhereRoutingHolds) {
   model::ModelConfig c = router_config(model::ScoringFunc::kSigmoid, model::TopkMethod::kNoauxTc, true, 2.5);
