@@ -38,25 +38,39 @@ std::vector<int64_t> row_positions(std::span<const MlaSegment> segments, int64_t
   return pos;
 }
 
-Queries project_queries(const ModelConfig& c, const AttentionWeights& w, const RopeTable& rope, const float* x,
-                        int64_t T, const std::vector<int64_t>& pos) {
+// The two products of x that open the layer: the query's first projection (q_a_proj, or q_proj
+// without a query LoRA) into `first` [T, q_lora_rank or H * (d_n + d_r)], and kv_a_proj_with_mqa
+// into kv [T, r + d_r]. One batch: at decode a single parallel region and x preparation for both.
+// With a V3.2 indexer the query latent is also the indexer's query input and is computed in
+// float32, as the indexer's own products are (ops::linear_f32), so that --dtype bf16 does not move
+// its top-k; it then runs on its own.
+void project_inputs(const ModelConfig& c, const AttentionWeights& w, const float* x, int64_t T,
+                    std::vector<float>& first, std::vector<float>& kv, int64_t width) {
+  const LinearWeight& first_w = c.has_q_lora() ? w.q_a_proj : w.q_proj;
+  first.resize(static_cast<size_t>(T * first_w.out));
+  kv.resize(static_cast<size_t>(T * width));
+  if (c.has_q_lora() && c.index_topk > 0) {
+    ops::linear_f32(x, T, first_w, first.data());
+    ops::linear(x, T, w.kv_a_proj_with_mqa, kv.data());
+    return;
+  }
+  const ops::LinearJob jobs[] = {{x, T, &first_w, first.data()}, {x, T, &w.kv_a_proj_with_mqa, kv.data()}};
+  ops::linear_batch(jobs);
+}
+
+// The queries [T, H, d_n + d_r] from the first projection (project_inputs), RoPE applied.
+Queries project_queries(const ModelConfig& c, const AttentionWeights& w, const RopeTable& rope,
+                        std::vector<float> first, int64_t T, const std::vector<int64_t>& pos) {
   const int64_t H = c.num_attention_heads, dqk = c.qk_head_dim();
   Queries out;
-  out.q.resize(static_cast<size_t>(T * H * dqk));
   if (c.has_q_lora()) {
-    out.q_latent.resize(static_cast<size_t>(T * c.q_lora_rank));
-    // With a V3.2 indexer this latent is also the indexer's query input: float32, as the
-    // indexer's own products are (ops::linear_f32), so that --dtype bf16 does not move its top-k.
-    if (c.index_topk > 0) {
-      ops::linear_f32(x, T, w.q_a_proj, out.q_latent.data());
-    } else {
-      ops::linear(x, T, w.q_a_proj, out.q_latent.data());
-    }
+    out.q_latent = std::move(first);  // [T, q_lora_rank]
     ops::rms_norm(out.q_latent.data(), w.q_a_layernorm.data(), T, c.q_lora_rank, static_cast<float>(c.rms_norm_eps),
                   out.q_latent.data());
+    out.q.resize(static_cast<size_t>(T * H * dqk));
     ops::linear(out.q_latent.data(), T, w.q_b_proj, out.q.data());
   } else {
-    ops::linear(x, T, w.q_proj, out.q.data());
+    out.q = std::move(first);
   }
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h) rope.rotate_interleaved(out.q.data() + (t * H + h) * dqk + c.qk_nope_head_dim, pos[t]);
@@ -65,11 +79,10 @@ Queries project_queries(const ModelConfig& c, const AttentionWeights& w, const R
 
 // Writes [RMSNorm(c_kv') | RoPE(k_rope')] for each segment's new tokens into its cache, encoded
 // in the cache's type.
-void append_latents(const ModelConfig& c, const AttentionWeights& w, const RopeTable& rope, const float* x, int64_t T,
+// kv: kv_a_proj_with_mqa's output [T, r + d_r] (project_inputs).
+void append_latents(const ModelConfig& c, const AttentionWeights& w, const RopeTable& rope, const std::vector<float>& kv,
                     std::span<const MlaSegment> segments, int64_t width) {
-  std::vector<float> kv(static_cast<size_t>(T * width));  // [T, r + d_r]
   std::vector<float> row(static_cast<size_t>(width));
-  ops::linear(x, T, w.kv_a_proj_with_mqa, kv.data());
   for (const MlaSegment& seg : segments) {
     for (int64_t t = 0; t < seg.length; ++t) {
       const int64_t p = seg.p0 + t;
@@ -254,8 +267,10 @@ void mla_forward(const ModelConfig& c, const AttentionWeights& w, const RopeTabl
                  std::span<const MlaSegment> segments, int64_t latent_width, AttentionForm form, float* out) {
   const int64_t H = c.num_attention_heads, dqk = c.qk_head_dim(), dv = c.v_head_dim;
   const std::vector<int64_t> pos = row_positions(segments, T);  // [T]
-  Queries q = project_queries(c, w, rope, x, T, pos);             // [T, H, d_n + d_r]
-  append_latents(c, w, rope, x, T, segments, latent_width);       // each segment's cache rows
+  std::vector<float> first, kv;                                   // [T, q_lora_rank or H * d_qk], [T, r + d_r]
+  project_inputs(c, w, x, T, first, kv, latent_width);
+  Queries q = project_queries(c, w, rope, std::move(first), T, pos);  // [T, H, d_n + d_r]
+  append_latents(c, w, rope, kv, segments, latent_width);             // each segment's cache rows
 
   KeySelection selection;  // [T] rows: the keys each query may see (V3.2)
   if (c.has_indexer() && w.indexer.present())
