@@ -317,6 +317,22 @@ TEST_P(MlaBackward, MatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(QLora, MlaBackward, ::testing::Bool());
 
+// An MoE layer of E experts and one shared expert over the given float32 matrices: the router
+// gate [E, D], ew = gate, up, down of each expert then of the shared one ([F, D], [F, D], [D, F]).
+model::MoeWeights moe_weights(const std::vector<float>& gate, const std::vector<std::vector<float>>& ew,
+                              std::vector<float> bias, int64_t E, int64_t D, int64_t F) {
+  model::MoeWeights w;
+  w.e_score_correction_bias = std::move(bias);
+  w.has_shared = true;
+  w.gate = f32_weight(gate, E, D);
+  for (int64_t e = 0; e <= E; ++e) {
+    model::FfnWeights f{f32_weight(ew[3 * e], F, D), f32_weight(ew[3 * e + 1], F, D), f32_weight(ew[3 * e + 2], D, F)};
+    if (e < E) w.experts.push_back(f);
+    else w.shared = f;
+  }
+  return w;
+}
+
 // model::moe_forward at 1-6 tokens against a reference built from ops::linear_reference: up to
 // 4 tokens the experts run as two batched products (ops::linear_batch; some experts see a subset
 // of the tokens, gathered), above that one expert at a time.
@@ -330,15 +346,7 @@ TEST(MoeForward, FewTokensMatchTheReference) {
   auto gate = random_vec<float>(E * D, ++seed, 0.5);
   std::vector<std::vector<float>> ew;  // gate, up, down per expert, then shared
   for (int64_t i = 0; i < (E + 1) * 3; ++i) ew.push_back(random_vec<float>(F * D, ++seed, 0.1));
-  model::MoeWeights w;
-  w.e_score_correction_bias = random_vec<float>(E, ++seed, 0.2);
-  w.has_shared = true;
-  w.gate = f32_weight(gate, E, D);
-  for (int64_t e = 0; e <= E; ++e) {
-    model::FfnWeights f{f32_weight(ew[3 * e], F, D), f32_weight(ew[3 * e + 1], F, D), f32_weight(ew[3 * e + 2], D, F)};
-    if (e < E) w.experts.push_back(f);
-    else w.shared = f;
-  }
+  const model::MoeWeights w = moe_weights(gate, ew, random_vec<float>(E, ++seed, 0.2), E, D, F);
   auto ffn_reference = [&](const model::FfnWeights& f, const float* x, std::vector<double>& acc, double weight) {
     std::vector<float> g(F), u(F), h(F), y(D);
     ops::linear_reference(x, 1, f.gate_proj, g.data());
@@ -384,15 +392,7 @@ TEST(MoeBackward, MatchesFiniteDifferencesWhereRoutingHolds) {
   for (int64_t i = 0; i < (E + 1) * 3; ++i) ew.push_back(random_vec<float>(F * D, ++seed, 0.5));
   auto rr = random_vec<float>(T * D, ++seed);
 
-  model::MoeWeights w;
-  w.e_score_correction_bias = random_vec<float>(E, ++seed, 0.2);
-  w.has_shared = true;
-  w.gate = f32_weight(gate, E, D);
-  for (int64_t e = 0; e <= E; ++e) {
-    model::FfnWeights f{f32_weight(ew[3 * e], F, D), f32_weight(ew[3 * e + 1], F, D), f32_weight(ew[3 * e + 2], D, F)};
-    if (e < E) w.experts.push_back(f);
-    else w.shared = f;
-  }
+  const model::MoeWeights w = moe_weights(gate, ew, random_vec<float>(E, ++seed, 0.2), E, D, F);
   MoeActivations base;
   std::vector<float> out(T * D);
   moe_train_forward(c, w, x.data(), T, &base, out.data());
