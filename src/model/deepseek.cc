@@ -72,10 +72,11 @@ Status Model::forward(Session& session, std::span<const int32_t> tokens, const F
                       std::vector<float>* logits) const {
   Session* const sessions[] = {&session};
   const std::span<const int32_t> feeds[] = {tokens};
-  std::vector<std::vector<float>> out;
-  DSEEK_RETURN_IF_ERROR(forward_batch(sessions, feeds, options, &out));
-  *logits = std::move(out[0]);
-  return {};
+  std::vector<std::vector<float>> out(1);
+  out[0].swap(*logits);  // the caller's buffer, reused: no 400 KB allocation and clearing a token
+  const Status status = forward_batch(sessions, feeds, options, &out);
+  logits->swap(out[0]);
+  return status;
 }
 
 Status Model::forward_batch(std::span<Session* const> sessions, std::span<const std::span<const int32_t>> tokens,
@@ -152,9 +153,14 @@ Status Model::forward_batch(std::span<Session* const> sessions, std::span<const 
     std::copy_n(src, rows_of[i] * D, last.data() + r * D);
   }
   ops::rms_norm(last.data(), w.norm.data(), R, D, static_cast<float>(c.rms_norm_eps), last.data());
+  logits->resize(B);
+  if (B == 1) {  // straight into the caller's vector (kept between calls, so resize is free)
+    (*logits)[0].resize(static_cast<size_t>(R * V));
+    ops::linear(last.data(), R, w.lm_head, (*logits)[0].data());
+    return {};
+  }
   std::vector<float> all(static_cast<size_t>(R * V));  // [R, V]
   ops::linear(last.data(), R, w.lm_head, all.data());
-  logits->resize(B);
   for (size_t i = 0, r = 0; i < B; r += static_cast<size_t>(rows_of[i]), ++i)
     (*logits)[i].assign(all.begin() + static_cast<ptrdiff_t>(r * V),
                         all.begin() + static_cast<ptrdiff_t>((r + static_cast<size_t>(rows_of[i])) * V));
