@@ -124,6 +124,10 @@ SegmentRows segment_rows(const MlaSegment& seg) {
 // [rows, H, r] buffers (9 MiB for V3) of a long sparse prefill.
 constexpr int64_t kAbsorbChunk = 32;
 
+// W_UK rows decoded at a time: the block (16 KiB for V3's r = 512) stays in L1 while every
+// query's axpy reads it, instead of a whole head's 256 KiB going out to L2 and back.
+constexpr int64_t kUkRows = 8;
+
 // A thread's buffer for one head's decoded W_UK or W_UV block ([128, 512] floats for V3: 256 KiB),
 // kept between calls: allocating it per call and step had the kernel zero fresh pages each time.
 std::vector<float>& head_weight_scratch(int64_t n) {
@@ -157,15 +161,21 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
     olat.resize(static_cast<size_t>(nc * H * r));
 #pragma omp parallel
     {
-      std::vector<float>& wk = head_weight_scratch(dn * r);  // this head's W_UK, [d_n, r]
+      std::vector<float>& wk = head_weight_scratch(kUkRows * r);  // kUkRows rows of the head's W_UK
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < H; ++h) {
-        ops::decode_rows_fast(w.kv_b_proj, h * (dn + dv), dn, wk.data());
+        for (int64_t d0 = 0; d0 < dn; d0 += kUkRows) {
+          const int64_t rows = std::min(kUkRows, dn - d0);
+          ops::decode_rows_fast(w.kv_b_proj, h * (dn + dv) + d0, rows, wk.data());
+          for (int64_t i = 0; i < nc; ++i) {
+            const float* qt = q + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dqk;
+            float* qc = qcat.data() + (i * H + h) * W;
+            for (int64_t d = 0; d < rows; ++d) ops::axpy(qt[d0 + d], wk.data() + d * r, qc, r);  // W_UK^T q_nope
+          }
+        }
         for (int64_t i = 0; i < nc; ++i) {
           const float* qt = q + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dqk;
-          float* qc = qcat.data() + (i * H + h) * W;
-          for (int64_t d = 0; d < dn; ++d) ops::axpy(qt[d], wk.data() + d * r, qc, r);  // W_UK^T q_nope
-          std::copy_n(qt + dn, dr, qc + r);
+          std::copy_n(qt + dn, dr, qcat.data() + (i * H + h) * W + r);
         }
       }
     }
