@@ -128,7 +128,7 @@ constexpr int64_t kAbsorbChunk = 32;
 // query's axpy reads it, instead of a whole head's 256 KiB going out to L2 and back.
 constexpr int64_t kUkRows = 8;
 
-// A thread's buffer for one head's decoded W_UK or W_UV block ([128, 512] floats for V3: 256 KiB),
+// A thread's buffer for decoded W_UK rows or one head's W_UV block ([128, 512] floats for V3: 256 KiB),
 // kept between calls: allocating it per call and step had the kernel zero fresh pages each time.
 std::vector<float>& head_weight_scratch(int64_t n) {
   thread_local std::vector<float> buffer;
