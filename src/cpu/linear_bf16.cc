@@ -3,7 +3,9 @@
 #include "cpu/linear_bf16.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "base/float_types.h"
@@ -12,10 +14,18 @@ namespace dseek::cpu {
 
 int bf16_x_shift(const float* x, int64_t n, const WeightView& w) {
   if (w.dtype != DType::kF8E4M3) return 0;
-  float amax = 0.0f;
-  // NaN and infinity stay what they are at any shift: only the finite values set it.
-  for (int64_t i = 0; i < n; ++i)
-    if (std::isfinite(x[i])) amax = std::max(amax, std::fabs(x[i]));
+  // NaN and infinity stay what they are at any shift: only the finite values set it. The max of
+  // |x| is taken on the bits (|x| as an integer orders like |x| as a float, and the finite ones are
+  // those below the exponent's all-ones), which the compiler vectorizes: the float loop with
+  // std::isfinite was scalar, 46% of a bf16 matrix-vector call on a 7168-wide L2-resident expert.
+  uint32_t amax_bits = 0;
+#pragma omp simd reduction(max : amax_bits)
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t magnitude = std::bit_cast<uint32_t>(x[i]) & 0x7fffffffu;
+    const uint32_t finite = magnitude & (0u - static_cast<uint32_t>(magnitude < 0x7f800000u));
+    amax_bits = amax_bits > finite ? amax_bits : finite;
+  }
+  const float amax = std::bit_cast<float>(amax_bits);
   if (amax == 0.0f) return 120;
   // bf16 rounding may carry amax up to the next power of two: 2^(e + 1) * 2^shift <= 2^127.
   return std::min(120, 126 - std::ilogb(amax));

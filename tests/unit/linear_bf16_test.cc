@@ -194,6 +194,28 @@ TEST(LinearBf16, Shift) {
   EXPECT_EQ(cpu::bf16_x_shift(x1, 2, view_of(w)), 0);
 }
 
+// The shift's vectorized max of |x| over the finite values against the obvious loop, on lengths
+// around the vector width with infinities, NaNs, -0, subnormals and large values mixed in.
+TEST(LinearBf16, ShiftMatchesTheObviousLoop) {
+  LinearWeight w;
+  w.dtype = DType::kF8E4M3;
+  std::mt19937 rng(41);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> pick(0, 9), exponent(-140, 120);
+  const float specials[] = {INFINITY, -INFINITY, NAN, -0.0f, 1e-40f, -3e38f};
+  for (int64_t n : {1, 7, 15, 16, 17, 64, 1000, 7168}) {
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (float& v : x) v = pick(rng) == 0 ? specials[pick(rng) % 6] : std::ldexp(normal(rng), exponent(rng));
+      float amax = 0.0f;
+      for (float v : x)
+        if (std::isfinite(v)) amax = std::max(amax, std::fabs(v));
+      const int expected = amax == 0.0f ? 120 : std::min(120, 126 - std::ilogb(amax));
+      EXPECT_EQ(cpu::bf16_x_shift(x.data(), n, view_of(w)), expected) << "n " << n << " trial " << trial;
+    }
+  }
+}
+
 TEST(LinearBf16, ParseComputeType) {
   EXPECT_EQ(cpu::parse_compute_type("bf16").value(), ComputeType::kBf16);
   EXPECT_EQ(cpu::parse_compute_type("bfloat16").value(), ComputeType::kBf16);
