@@ -52,7 +52,8 @@ void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
   *end = std::min(n, (id + 1) * per * align);
 }
 
-bool parallel_gemv(int64_t T, const WeightView& w) { return w.out * w.in * T >= kParallelMinMacs && w.out >= 8; }
+// Whether matrix-vector work of `macs` multiply-adds over `rows` output rows is worth a team.
+bool worth_a_team(int64_t macs, int64_t rows) { return macs >= kParallelMinMacs && rows >= 8; }
 
 // How a matrix-vector product (T <= kGemvMaxTokens) runs, by compute type and weight: the
 // vdpbf16ps kernels on x rounded to bf16, the integer kernels on x quantized to int8, or the float
@@ -112,7 +113,7 @@ void run_gemv(const LinearKernels& k, const GemvX& g, const WeightView& w, int64
 
 // Every row, split across the team by a RowDealer.
 void gemv(const LinearKernels& k, ComputeType c, const float* x, int64_t T, const WeightView& w, float* y) {
-  const bool parallel = parallel_gemv(T, w);
+  const bool parallel = worth_a_team(w.out * w.in * T, w.out);
   const GemvPath path = gemv_path(k, c, w);
   const GemvX g = prepare_gemv_x(k, c, path, x, T, w, t_gemv_x.get(gemv_x_floats(path, c, T, w)));
   RowDealer rows(w.out, 4, parallel ? omp_get_max_threads() : 1);
@@ -342,7 +343,7 @@ void linear_batch_with(const LinearKernels& k, ComputeType c, std::span<const Li
     macs += j.T * j.w.out * j.w.in;
   }
   float* buf = t_batch_x.get(floats);
-  const bool parallel = macs >= kParallelMinMacs && first_row.back() >= 8;
+  const bool parallel = worth_a_team(macs, first_row.back());
   RowDealer rows(first_row.back(), 4, parallel ? omp_get_max_threads() : 1);
 #pragma omp parallel if (parallel)
   {
@@ -353,13 +354,13 @@ void linear_batch_with(const LinearKernels& k, ComputeType c, std::span<const Li
     }
     rows.for_each_chunk([&](int64_t r0, int64_t r1) {
       // The job holding row r0 (the last one starting at or before it: empty jobs are skipped),
-      // then the next ones until r1.
+      // then the next ones until r1 (an empty one among them gets no call).
       auto i = static_cast<size_t>(std::upper_bound(first_row.begin(), first_row.end(), r0) - first_row.begin() - 1);
       for (; r0 < r1; ++i) {
         const int64_t end = std::min(r1, first_row[i + 1]);
         if (end > r0)
           run_gemv(k, inputs[input_of[i]].g, jobs[i].w, r0 - first_row[i], end - first_row[i], jobs[i].y);
-        r0 = std::max(r0, end);
+        r0 = end;
       }
     });
   }
