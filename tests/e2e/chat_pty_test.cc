@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "e2e_util.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -107,7 +108,8 @@ class Terminal {
 TEST(ChatInTerminal, TwoTurnsCommandsCtrlCAndCtrlD) {
   const std::string model = tiny_chat_model();
   ASSERT_TRUE(fs::exists(model + "/config.json")) << model;
-  const fs::path saved = fs::temp_directory_path() / ("dseek-chat-" + std::to_string(::getpid()) + ".json");
+  const ScratchDir scratch("chat-pty");
+  const fs::path saved = scratch.path() / "chat.json";
   Terminal term({DSEEK_BINARY, "chat", "-m", model, "-n", "12", "--temp", "0.7", "--seed", "1", "-t", "1"});
 
   ASSERT_TRUE(term.wait_then_prompt("/help for commands", 0)) << term.screen();
@@ -151,7 +153,6 @@ TEST(ChatInTerminal, TwoTurnsCommandsCtrlCAndCtrlD) {
     exit_code = term.wait_exit(2);
   }
   EXPECT_EQ(exit_code, 0) << term.screen() << "\nprocess state: " << term.state();
-  fs::remove(saved);
 }
 
 TEST(ChatInTerminal, CtrlCStopsTheAnswerButNotTheChat) {

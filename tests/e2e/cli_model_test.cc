@@ -17,6 +17,7 @@
 #include "io/json_file.h"
 #include "io/safetensors.h"
 #include "model/deepseek.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -55,7 +56,8 @@ std::vector<float> in_process_logits(const std::string& fixture, size_t i, const
 }
 
 TEST(CliLogits, WritesTheGoldenTensorsWithinTolerance) {
-  const fs::path out = fs::temp_directory_path() / ("dseek-logits-" + std::to_string(::getpid()) + ".safetensors");
+  const ScratchDir scratch("logits");
+  const fs::path out = scratch.path() / "logits.safetensors";
   for (const std::string name : {"tiny-v3-fp8", "tiny-v32"}) {
     const CommandResult r = run_dseek("logits " + golden_dir() + "/models/" + name + " --prompts " + golden_dir() +
                             "/prompts.json --out " + out.string() + " -t 2");
@@ -87,7 +89,6 @@ TEST(CliLogits, WritesTheGoldenTensorsWithinTolerance) {
             << name << " " << tensor;
     }
   }
-  fs::remove(out);
 }
 
 // Parameter counts worked out by hand from each fixture's config.json (golden README table).

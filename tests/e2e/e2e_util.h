@@ -10,6 +10,8 @@
 #include <sstream>
 #include <string>
 
+#include "scratch_dir.h"
+
 namespace dseek::testing {
 
 struct CommandResult {
@@ -26,17 +28,11 @@ inline std::string slurp(const std::filesystem::path& p) {
 
 // Runs `dseek ARGS` (ARGS already shell-quoted) with stdin from /dev/null.
 inline CommandResult run_dseek(const std::string& args) {
-  namespace fs = std::filesystem;
-  static int counter = 0;
-  const fs::path tmp = fs::temp_directory_path() /
-                       ("dseek-cmd-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-  fs::create_directories(tmp);
-  const std::string cmd = std::string(DSEEK_BINARY) + " " + args + " < /dev/null > " + (tmp / "out").string() +
-                          " 2> " + (tmp / "err").string();
+  const ScratchDir tmp("cmd");
+  const std::string cmd = std::string(DSEEK_BINARY) + " " + args + " < /dev/null > " + (tmp / "out") + " 2> " +
+                          (tmp / "err");
   const int status = std::system(cmd.c_str());
-  CommandResult r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(tmp / "out"), slurp(tmp / "err")};
-  fs::remove_all(tmp);
-  return r;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(tmp / "out"), slurp(tmp / "err")};
 }
 
 // config.json of a tiny DeepSeek-V3 model for the 300-id tokenizers the training e2e tests
@@ -62,9 +58,9 @@ inline std::string tokenizer_dir() {
 // binary with `dseek init` (tests/data/configs/tiny-chat.json).
 inline std::string tiny_chat_model() {
   namespace fs = std::filesystem;
+  static const ScratchDir scratch("tiny-chat");  // removed when the test binary ends
   static const std::string dir = [] {
-    const fs::path d = fs::temp_directory_path() / ("dseek-tiny-chat-" + std::to_string(::getpid()));
-    fs::remove_all(d);
+    const fs::path d = scratch.path() / "model";
     const auto r = run_dseek("init " + std::string(DSEEK_TEST_DATA) + "/configs/tiny-chat.json " + d.string() +
                              " --seed 3 --test-init --tokenizer " + tokenizer_dir());
     if (r.exit_code != 0) return std::string("init failed: ") + r.err;

@@ -8,6 +8,7 @@
 #include "base/float_types.h"
 #include "e2e_util.h"
 #include "io/checkpoint.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -115,8 +116,8 @@ TEST(Run, FullContextEndsCleanly) {
 }
 
 TEST(Init, WritesALoadableCheckpointInTheHfLayout) {
-  const fs::path dir = fs::temp_directory_path() / ("dseek-init-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  const ScratchDir scratch("init");
+  const fs::path dir = scratch.path() / "model";
   auto r = run_dseek("init " + golden_dir() + "/models/tiny-v3/config.json " + dir.string() + " --seed 1 --shard-size 0.002");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(fs::exists(dir / "model.safetensors.index.json"));
@@ -149,14 +150,13 @@ TEST(Init, WritesALoadableCheckpointInTheHfLayout) {
   r = run_dseek("init " + golden_dir() + "/models/tiny-v3/config.json " + dir.string());
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("not empty"), std::string::npos) << r.err;
-  fs::remove_all(dir);
 }
 
 // An FP8 checkpoint holds the same weights as the BF16 one of the same seed, within FP8
 // precision (half an e4m3 step: 2^-4 relative, plus the subnormal floor of each block).
 TEST(Init, Fp8RoundTripsWeightsWithinFp8Precision) {
-  const fs::path base = fs::temp_directory_path() / ("dseek-fp8-" + std::to_string(::getpid()));
-  fs::remove_all(base);
+  const ScratchDir scratch("fp8");
+  const fs::path base = scratch.path();
   const std::string config = std::string(DSEEK_TEST_DATA) + "/configs/tiny-fp8.json";
   ASSERT_EQ(run_dseek("init " + config + " " + (base / "fp8").string() + " --dtype fp8 --seed 9").exit_code, 0);
   ASSERT_EQ(run_dseek("init " + config + " " + (base / "bf16").string() + " --dtype f32 --seed 9").exit_code, 0);
@@ -184,7 +184,6 @@ TEST(Init, Fp8RoundTripsWeightsWithinFp8Precision) {
   const auto r = run_dseek("info " + (base / "fp8").string());
   EXPECT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("F8_E4M3"), std::string::npos);
-  fs::remove_all(base);
 }
 
 }  // namespace

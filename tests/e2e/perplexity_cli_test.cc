@@ -18,6 +18,7 @@
 #include "e2e_util.h"
 #include "model/deepseek.h"
 #include "tokenizer/tokenizer.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -31,11 +32,10 @@ struct Fixture {
 };
 
 const Fixture& fixture() {
+  static const ScratchDir scratch("perplexity-cli");
   static const Fixture made = [] {
     Fixture f;
-    f.dir = fs::temp_directory_path() / ("dseek-perplexity-cli-" + std::to_string(::getpid()));
-    fs::remove_all(f.dir);
-    fs::create_directories(f.dir);
+    f.dir = scratch.path();
     const char* words[] = {"the", "cat", "le", "chat", "sees", "voit", "a", "river", "une", "maison", "old", "vieux"};
     std::mt19937 rng(11);
     std::ofstream text(f.dir / "text.txt");

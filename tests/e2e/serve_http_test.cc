@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "e2e_util.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -32,10 +33,9 @@ struct ServerProcess {
 // Starts `dseek serve ARGS --port 0` and waits until /health says ok.
 ServerProcess start_server(std::vector<std::string> args) {
   ServerProcess s;
+  static const ScratchDir logs("serve");
   static int counter = 0;
-  s.err_path = (std::filesystem::temp_directory_path() /
-                ("dseek-serve-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + ".err"))
-                   .string();
+  s.err_path = logs / ("server-" + std::to_string(counter++) + ".err");
   args.insert(args.begin(), {DSEEK_BINARY, "serve", "--port", "0", "-t", "1"});
   s.pid = fork();
   if (s.pid == 0) {

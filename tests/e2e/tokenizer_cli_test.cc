@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "tokenizer_test_util.h"
+#include "scratch_dir.h"
 
 namespace dseek::tokenizer {
 namespace {
@@ -21,12 +22,8 @@ struct Result {
 
 // Per-process scratch directory: ctest runs these tests as parallel processes.
 std::filesystem::path scratch_dir() {
-  static const auto dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("dseek-tokcli-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return dir;
+  static const dseek::testing::ScratchDir dir("tokcli");
+  return dir.path();
 }
 
 Result run(const std::string& args) {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "e2e_util.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -22,11 +23,10 @@ struct TrainSetup {
 };
 
 const TrainSetup& train_setup() {
+  static const ScratchDir scratch("train-cli");
   static const TrainSetup s = [] {
     TrainSetup s;
-    s.dir = fs::temp_directory_path() / ("dseek-train-cli-" + std::to_string(::getpid()));
-    fs::remove_all(s.dir);
-    fs::create_directories(s.dir);
+    s.dir = scratch.path();
     const char* subj[] = {"the cat", "a dog", "my friend", "the old man", "she"};
     const char* verb[] = {"sees", "likes", "walks to", "finds"};
     const char* obj[] = {"the park", "a red ball", "the river", "the house"};

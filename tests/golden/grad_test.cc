@@ -15,6 +15,7 @@
 #include "model/weights.h"
 #include "test_util.h"
 #include "train/model_grad.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -98,8 +99,8 @@ TEST(GradGolden, LibraryMatchesAutograd) {
 TEST(GradGolden, CommandWritesTheGoldenTensors) {
   auto want = open_golden();
   ASSERT_NE(want, nullptr);
-  const fs::path dir = fs::temp_directory_path() / ("dseek-grad-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const ScratchDir scratch("grad");
+  const fs::path dir = scratch.path();
   {
     std::ofstream f(dir / "tokens.json");
     f << "[";
@@ -132,14 +133,13 @@ TEST(GradGolden, CommandWritesTheGoldenTensors) {
     *shape = t->shape;
     return true;
   });
-  fs::remove_all(dir);
 }
 
 // Each bad tokens file: non-zero exit, one "dseek: error:" line naming the file and the problem,
 // and no output file.
 TEST(GradCommand, BadTokensFileIsOneLineError) {
-  const fs::path dir = fs::temp_directory_path() / ("dseek-grad-bad-" + std::to_string(::getpid()));
-  fs::create_directories(dir);
+  const ScratchDir scratch("grad-bad");
+  const fs::path dir = scratch.path();
   std::string too_long = "[";
   for (int i = 0; i < 257; ++i) too_long += (i ? ",5" : "5");  // context of tiny-v3: 256
   too_long += "]";
@@ -172,7 +172,6 @@ TEST(GradCommand, BadTokensFileIsOneLineError) {
                                           " --out " + (dir / "x.safetensors").string());
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_NE(missing.err.find("nope.json"), std::string::npos) << missing.err;
-  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "ops/ops.h"
 #include "near_tie.h"
 #include "test_util.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -104,8 +105,8 @@ constexpr Bounds kBounds[] = {
 };
 
 TEST(QuantAccuracy, KlAndTop1AgainstTheReferenceLogits) {
-  const fs::path tmp = fs::temp_directory_path() / ("dseek-quant-accuracy-" + std::to_string(::getpid()));
-  fs::remove_all(tmp);
+  const ScratchDir scratch("quant-accuracy");
+  const fs::path tmp = scratch.path();
   std::printf("\n%-12s %-6s %11s %11s %11s %7s %5s\n", "model", "type", "mean KL", "median KL", "max KL", "top-1",
               "n");
   for (const std::string name : {"tiny-v2lite", "tiny-v3", "tiny-v3-fp8", "tiny-v32"}) {
@@ -148,7 +149,6 @@ TEST(QuantAccuracy, KlAndTop1AgainstTheReferenceLogits) {
     EXPECT_LT(q[0].kl_median * 10, q[1].kl_median) << name << ": q8 should be far closer than q4";
   }
   std::fflush(stdout);
-  fs::remove_all(tmp);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "model/deepseek.h"
 #include "reference_model.h"
 #include "test_util.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -155,7 +156,8 @@ std::vector<float> run(const model::Model& m, const std::vector<int32_t>& tokens
 
 TEST_P(UnseenCheckpoint, MatchesIndependentReference) {
   const Case& c = GetParam();
-  const fs::path dir = fs::temp_directory_path() / ("dseek-unseen-" + c.name + "-" + std::to_string(::getpid()));
+  const ScratchDir scratch("unseen-" + c.name);
+  const fs::path dir = scratch.path() / "model";
   model::RandomCheckpointOptions opts;
   opts.dtype = c.dtype;
   opts.seed = 1234;
@@ -187,7 +189,6 @@ TEST_P(UnseenCheckpoint, MatchesIndependentReference) {
     EXPECT_LE(relative_error(naive, want), kGoldenTolerance) << "naive form";
     EXPECT_LE(relative_error(naive, absorbed), 1e-5) << "naive vs absorbed";
   }
-  fs::remove_all(dir);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, UnseenCheckpoint, ::testing::ValuesIn(cases()),

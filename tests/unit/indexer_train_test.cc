@@ -33,6 +33,7 @@
 #include "../e2e/e2e_util.h"
 #include "finite_diff.h"
 #include "model_fixtures.h"
+#include "scratch_dir.h"
 
 namespace dseek::train {
 namespace {
@@ -342,8 +343,10 @@ TEST(SparseTrainForward, LogitsEqualInferenceOnTinyV32) {
 
 // --- the trainer's stages ----------------------------------------------------------------------
 
+// A fresh directory NAME inside this process's scratch directory, which goes when the binary ends.
 fs::path temp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("dseek-indexer-" + std::to_string(::getpid()) + "-" + name);
+  static const testing::ScratchDir scratch("indexer");
+  const fs::path d = scratch.path() / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

@@ -15,6 +15,7 @@
 #include "model/moe.h"
 #include "model/rope.h"
 #include "model/tensor_table.h"
+#include "scratch_dir.h"
 
 namespace dseek::model {
 namespace {
@@ -239,7 +240,8 @@ TEST(Mla, NaiveAndAbsorbedFormsAgreeWithSparseSelection) {
                       {"v_head_dim", 12}, {"index_n_heads", 2}, {"index_head_dim", 128}, {"index_topk", 5}})
     j[k] = v;
   j["rope_scaling"]["original_max_position_embeddings"] = 16;
-  const auto dir = std::filesystem::temp_directory_path() / ("dseek-mla-" + std::to_string(::getpid()));
+  const testing::ScratchDir scratch("mla");
+  const auto dir = scratch.path() / "model";
   ASSERT_TRUE(write_random_checkpoint(j.dump(), dir.string(), {}).ok());
   auto m = Model::load(dir.string());
   ASSERT_TRUE(m.ok()) << m.status().message();
@@ -262,7 +264,6 @@ TEST(Mla, NaiveAndAbsorbedFormsAgreeWithSparseSelection) {
     ref = std::max(ref, std::fabs(double(out_absorbed[i])));
   }
   EXPECT_LE(err, 1e-5 * ref);
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

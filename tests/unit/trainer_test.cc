@@ -18,14 +18,17 @@
 #include "train/optimizer.h"
 #include "train/token_data.h"
 #include "train/trainer.h"
+#include "scratch_dir.h"
 
 namespace dseek::train {
 namespace {
 
 namespace fs = std::filesystem;
 
+// A fresh directory NAME inside this process's scratch directory, which goes when the binary ends.
 fs::path temp_dir(const std::string& name) {
-  const fs::path d = fs::temp_directory_path() / ("dseek-trainer-" + std::to_string(::getpid()) + "-" + name);
+  static const testing::ScratchDir scratch("trainer");
+  const fs::path d = scratch.path() / name;
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

@@ -63,6 +63,7 @@ export function tinyModel(name = 'tiny-chat') {
   const r = spawnSync(DSEEK, ['init', TINY_CONFIG, staging, '--seed', '1', '--tokenizer', TOKENIZER_DIR],
                       { encoding: 'utf8', timeout: 120_000 });
   if (r.status !== 0) {
+    fs.rmSync(staging, { recursive: true, force: true });
     throw new Error(`dseek init failed (status ${r.status}): ${r.stderr || r.error}`);
   }
   try {
