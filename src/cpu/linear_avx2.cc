@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "base/check.h"
 #include "cpu/linear_kernels.h"
@@ -108,7 +109,11 @@ void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc
 }  // namespace avx2
 
 const LinearKernels& avx2_linear_kernels() {
-  static const LinearKernels k{Isa::kAvx2, avx2::gemv, avx2::decode_block, avx2::micro, avx2::kMr, avx2::kNr};
+  static const LinearKernels k = [] {
+    LinearKernels t{Isa::kAvx2, avx2::gemv, avx2::decode_block, avx2::micro, avx2::kMr, avx2::kNr};
+    t.accumulate_rows = avx2::accumulate_rows;
+    return t;
+  }();
   return k;
 }
 

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "base/check.h"
 #include "cpu/linear_bf16.h"
@@ -90,6 +91,7 @@ void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc
 const LinearKernels& avx512_linear_kernels() {
   static const LinearKernels k = [] {
     LinearKernels t{Isa::kAvx512, avx512::gemv, avx512::decode_block, avx512::micro, avx512::kMr, avx512::kNr};
+    t.accumulate_rows = avx512::accumulate_rows;
     if (features().avx512_vnni) t.quantize_x = avx512_int8_quantize_x, t.gemv_int8 = avx512_int8_gemv;
     if (features().avx512_bf16) {
       t.round_x_bf16 = avx512_bf16_round_x, t.gemv_bf16 = avx512_bf16_gemv;

@@ -55,6 +55,13 @@ struct LinearKernels {
   void (*pack_bf16)(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int64_t k, uint32_t* wp) = nullptr;
   void (*micro_bf16)(const uint32_t* xp, const uint32_t* wp, int64_t pairs, float scale, float* c, int64_t ldc,
                      bool accumulate, int m, int n) = nullptr;
+  // y [in] += sum over j < n of a[j] * (row r0 + j of w, decoded): the product x^T W over a block
+  // of rows (MLA's absorption q_lat = W_UK^T q_nope at decode), without the rows as floats.
+  // Returns false, having written nothing, where the weights need the element-by-element
+  // rules (segments that are not whole vectors, non-finite scales or coefficients, FP8 bytes
+  // not known free of NaN codes): the caller then decodes the rows and adds them itself.
+  // Null where the family has none (scalar).
+  bool (*accumulate_rows)(const WeightView& w, int64_t r0, int64_t n, const float* a, float* y) = nullptr;
 };
 
 // Calls f(std::integral_constant<int, T>{}) for the T of a matrix-vector call: the kernels are

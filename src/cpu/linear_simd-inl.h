@@ -208,6 +208,64 @@ void decode_block_t(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int6
   }
 }
 
+// accumulate_rows (linear_kernels.h): y [in] += sum over j < n of a[j] * row r0 + j, decoded.
+// kAccVecs vectors of columns stay in registers while all n rows pass, so no row is written
+// out as floats and read back (the decode-then-axpy it replaces, on MLA's W_UK at decode).
+constexpr int kAccVecs = 8;
+
+template <DType D, int NV>
+void accumulate_columns(const WeightView& w, int64_t r0, int64_t n, const float* coef, int64_t segs, int64_t c0,
+                        float* y) {
+  const int64_t seg = segment_len(w);
+  int64_t seg_of[NV];
+  for (int v = 0; v < NV; ++v) seg_of[v] = (c0 + v * kLanes) / seg;
+  V acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = vzero();
+  for (int64_t j = 0; j < n; ++j) {
+    const uint8_t* row = row_ptr(w, r0 + j);
+    const float* cj = coef + j * segs;
+    for (int v = 0; v < NV; ++v) acc[v] = vfmadd(vraw<D>(row, c0 + v * kLanes), vset1(cj[seg_of[v]]), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) vstoreu(y + c0 + v * kLanes, vadd(vloadu(y + c0 + v * kLanes), acc[v]));
+}
+
+template <DType D>
+bool accumulate_rows_t(const WeightView& w, int64_t r0, int64_t n, const float* a, float* y) {
+  const int64_t in = w.in, seg = segment_len(w);
+  // The element-by-element cases stay with the caller's decode: columns or segments that are not
+  // whole vectors, and FP8 bytes not known to be free of NaN codes.
+  if (in % kLanes != 0 || seg % kLanes != 0 || (D == DType::kF8E4M3 && !w.finite)) return false;
+  const int64_t segs = (in + seg - 1) / seg;  // FP8: the last block may be partial
+  // coef [n, segs] = a[j] * (the segment's scale the vector path multiplies vraw by).
+  thread_local std::vector<float> coef;
+  coef.resize(static_cast<size_t>(n * segs));
+  for (int64_t j = 0; j < n; ++j) {
+    float* cj = coef.data() + j * segs;
+    if constexpr (D == DType::kI8 || D == DType::kU8) {  // F16 group scales, 8 at a time
+      const uint8_t* sp = w.group_scales + 2 * (r0 + j) * segs;
+      int64_t s = 0;
+      for (; s + 8 <= segs; s += 8)
+        _mm256_storeu_ps(cj + s, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sp + 2 * s))));
+      for (; s < segs; ++s) cj[s] = f16_scalar(load_u16(sp + 2 * s));
+    } else {
+      const RowScales<D> scales(w, r0 + j);
+      for (int64_t s = 0; s < segs; ++s)
+        if (!vector_scale<D>(scales[s], &cj[s])) return false;
+    }
+    float zero = 0.0f;  // c - c is 0 exactly when c is finite: a sum of those is 0 or NaN
+    for (int64_t s = 0; s < segs; ++s) {
+      cj[s] *= a[j];
+      zero += cj[s] - cj[s];
+    }
+    if (zero != 0.0f) return false;  // infinite or NaN scales or coefficients: the reference's rules
+  }
+  int64_t c0 = 0;
+  for (; c0 + kAccVecs * kLanes <= in; c0 += kAccVecs * kLanes)
+    accumulate_columns<D, kAccVecs>(w, r0, n, coef.data(), segs, c0, y);
+  for (; c0 < in; c0 += kLanes) accumulate_columns<D, 1>(w, r0, n, coef.data(), segs, c0, y);
+  return true;
+}
+
 // The packed product's micro-kernel: each family defines micro_m<M> for M rows (tokens) in
 // [1, kMr] (kMr and kNr before including this file); micro picks it by the tile's rows.
 template <int M>
@@ -247,6 +305,16 @@ inline void decode_block(const WeightView& w, int64_t r0, int64_t n, int64_t c0,
     DSEEK_FOR_EACH_FORMAT(DSEEK_CASE)
 #undef DSEEK_CASE
     default: DSEEK_CHECK(false, "linear: no kernel for weight dtype {}", dtype_name(w.dtype));
+  }
+}
+
+inline bool accumulate_rows(const WeightView& w, int64_t r0, int64_t n, const float* a, float* y) {
+  switch (w.dtype) {
+#define DSEEK_CASE(d) \
+  case DType::d: return accumulate_rows_t<DType::d>(w, r0, n, a, y);
+    DSEEK_FOR_EACH_FORMAT(DSEEK_CASE)
+#undef DSEEK_CASE
+    default: return false;
   }
 }
 

@@ -11,6 +11,7 @@ inline V vloadu(const float* p) { return _mm256_loadu_ps(p); }
 inline void vstoreu(float* p, V v) { _mm256_storeu_ps(p, v); }
 inline V vfmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
+inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
 // Halves, then pairs: the same order in every kernel that sums lanes.
 inline float vsum(V v) {
   __m128 q = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

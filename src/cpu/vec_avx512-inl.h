@@ -13,6 +13,7 @@ inline V vloadu(const float* p) { return _mm512_loadu_ps(p); }
 inline void vstoreu(float* p, V v) { _mm512_storeu_ps(p, v); }
 inline V vfmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 // Halves, then quarters, then pairs: the same order in every kernel that sums lanes.
 inline float vsum(V v) {
   const __m256 h = _mm256_add_ps(_mm512_maskz_extractf32x8_ps(0xff, v, 0), _mm512_maskz_extractf32x8_ps(0xff, v, 1));

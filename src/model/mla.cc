@@ -164,6 +164,12 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
       std::vector<float>& wk = head_weight_scratch(kUkRows * r);  // kUkRows rows of the head's W_UK
 #pragma omp for schedule(static)
       for (int64_t h = 0; h < H; ++h) {
+        if (nc == 1) {  // decode: the head's W_UK rows streamed once, q_lat's columns in registers
+          const float* qt = q + ((chunk[0].rows->seg->offset + chunk[0].t) * H + h) * dqk;
+          ops::accumulate_rows(w.kv_b_proj, h * (dn + dv), dn, qt, qcat.data() + h * W);
+          std::copy_n(qt + dn, dr, qcat.data() + h * W + r);
+          continue;
+        }
         for (int64_t d0 = 0; d0 < dn; d0 += kUkRows) {
           const int64_t rows = std::min(kUkRows, dn - d0);
           ops::decode_rows_fast(w.kv_b_proj, h * (dn + dv) + d0, rows, wk.data());

@@ -6,6 +6,7 @@
 #include "base/check.h"
 #include "base/float_types.h"
 #include "cpu/linear_kernels.h"
+#include "ops/ops.h"
 
 namespace dseek::ops {
 
@@ -85,6 +86,32 @@ void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst) 
               r0 + n, w.out);
   if (n == 0 || w.in == 0) return;
   cpu::linear_kernels(cpu::active_isa()).decode_block(view_of(w), r0, n, 0, w.in, dst, w.in);
+}
+
+void accumulate_rows(const LinearWeight& w, int64_t r0, int64_t n, const float* a, float* y) {
+  DSEEK_CHECK(!w.empty() && r0 >= 0 && n >= 0 && r0 + n <= w.out, "accumulate_rows: rows [{}, {}) of {}", r0,
+              r0 + n, w.out);
+  if (n == 0 || w.in == 0) return;
+  const cpu::LinearKernels& k = cpu::linear_kernels(cpu::active_isa());
+  if (k.accumulate_rows != nullptr && k.accumulate_rows(view_of(w), r0, n, a, y)) return;
+  constexpr int64_t kRows = 8;  // decoded at a time: the block stays in L1 while it is added
+  thread_local std::vector<float> block;
+  block.resize(static_cast<size_t>(kRows * w.in));
+  for (int64_t j0 = 0; j0 < n; j0 += kRows) {
+    const int64_t m = std::min(kRows, n - j0);
+    k.decode_block(view_of(w), r0 + j0, m, 0, w.in, block.data(), w.in);
+    for (int64_t j = 0; j < m; ++j) axpy(a[j0 + j], block.data() + j * w.in, y, w.in);
+  }
+}
+
+void accumulate_rows_reference(const LinearWeight& w, int64_t r0, int64_t n, const float* a, float* y) {
+  std::vector<float> rows(static_cast<size_t>(n * w.in));
+  decode_rows(w, r0, n, rows.data());
+  for (int64_t i = 0; i < w.in; ++i) {
+    double s = y[i];
+    for (int64_t j = 0; j < n; ++j) s += static_cast<double>(a[j]) * rows[static_cast<size_t>(j * w.in + i)];
+    y[i] = static_cast<float>(s);
+  }
 }
 
 void linear_rows(const float* x, const LinearWeight& w, int64_t r0, int64_t n, float* y) {

@@ -46,6 +46,17 @@ void decode_rows(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 // paths that need a weight block as floats (MLA's absorbed W_UK / W_UV, per head and step).
 void decode_rows_fast(const LinearWeight& w, int64_t r0, int64_t n, float* dst);
 
+// y [in] += sum over j < n of a[j] * row r0 + j of W: x^T W over a block of rows (MLA's
+// absorption q_lat = W_UK^T q_nope at decode). The active family streams the rows once with
+// the columns in registers; weights that need the element-by-element rules (non-finite
+// scales, FP8 NaN codes, odd widths) and the scalar family go through decode_rows_fast and
+// an axpy per row. Float32 sums; the order differs from decode-then-axpy only in that a row's
+// scale multiplies a[j] instead of the raw weight (one rounding moved).
+void accumulate_rows(const LinearWeight& w, int64_t r0, int64_t n, const float* a, float* y);
+
+// The same sum, element by element in double over decode_rows (for tests).
+void accumulate_rows_reference(const LinearWeight& w, int64_t r0, int64_t n, const float* a, float* y);
+
 // y [n] = rows [r0, r0 + n) of W times one x [in], on the calling thread only, each row exactly
 // as linear_f32() computes it for one token (same family and path, integer dot products
 // included: the rows are streamed, never decoded into a buffer). For per-head pieces of a weight

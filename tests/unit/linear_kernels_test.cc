@@ -190,6 +190,90 @@ TEST(LinearKernels, ThreadedShapes) {
   }
 }
 
+// ops::accumulate_rows (x^T W over a block of rows, MLA's W_UK absorption at decode) against
+// its double-precision twin over decode_rows, for every family and format: widths the vector
+// kernel takes (whole vectors, with and without a partial register block) and widths it hands
+// back to the decode-and-add fallback, several row blocks, a y that already holds values, and
+// FP8 with and without the known-finite mark. |fast - ref| <= 1e-5 * (|y| + sum_j |a_j w_ji|).
+TEST(LinearKernels, AccumulateRowsMatchesTheReference) {
+  IsaGuard guard;
+  std::mt19937 rng(21);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    const cpu::LinearKernels& k = cpu::linear_kernels(isa);
+    for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8})
+      for (int64_t in : {512, 96, 160, 130}) {
+        if ((d == DType::kI8 || d == DType::kU8) && in % 32 != 0) continue;
+        TestWeight t = make_weight(d, 140, in, rng);
+        for (bool finite : {false, true}) {
+          if (finite && d != DType::kF8E4M3) continue;
+          t.w.finite = finite;
+          for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, 128}, {131, 9}, {7, 1}}) {
+            std::vector<float> a(static_cast<size_t>(n)), y(static_cast<size_t>(in));
+            for (float& v : a) v = normal(rng);
+            for (float& v : y) v = normal(rng);
+            std::vector<float> got = y, want = y;
+            ops::accumulate_rows(t.w, r0, n, a.data(), got.data());
+            ops::accumulate_rows_reference(t.w, r0, n, a.data(), want.data());
+            std::vector<float> rows(static_cast<size_t>(n * in));
+            ops::decode_rows(t.w, r0, n, rows.data());
+            std::vector<double> tol(static_cast<size_t>(in));
+            for (int64_t i = 0; i < in; ++i) {
+              double m = std::fabs(y[i]);
+              for (int64_t j = 0; j < n; ++j) m += std::fabs(static_cast<double>(a[j]) * rows[j * in + i]);
+              tol[i] = 1e-5 * m + 1e-30;
+            }
+            const std::string what = name(isa, d, n, in, 1) + " rows " + std::to_string(r0) +
+                                     (finite ? " finite" : "");
+            expect_outputs_near(got, want, tol, in, what, "reference");
+            // The vector kernel itself takes every width that is whole vectors (FP8: when known
+            // finite), so the comparison above is not only the fallback's.
+            if (k.accumulate_rows != nullptr && in % 32 == 0 && (d != DType::kF8E4M3 || finite)) {
+              std::vector<float> direct = y;
+              EXPECT_TRUE(k.accumulate_rows(ops::view_of(t.w), r0, n, a.data(), direct.data())) << what;
+              EXPECT_EQ(std::memcmp(direct.data(), got.data(), 4 * got.size()), 0) << what;
+            }
+          }
+        }
+      }
+  }
+}
+
+// NaN codes, infinite weights and non-finite group scales: accumulate_rows gives NaN and
+// infinity where its reference does (the kernel declines such blocks; the fallback decodes).
+TEST(LinearKernels, AccumulateRowsPropagatesNanAndInf) {
+  IsaGuard guard;
+  std::mt19937 rng(22);
+  const uint16_t f16_nan = 0x7e00, f16_inf = 0x7c00;
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (DType d : {DType::kF8E4M3, DType::kU8, DType::kI8, DType::kF32})
+      for (bool inf : {false, true}) {
+        if (inf && d == DType::kF8E4M3) continue;  // e4m3fn has no infinity
+        TestWeight t = make_weight(d, 16, 128, rng);
+        uint8_t* data = t.bytes.data() + kMisalign;
+        const int64_t row = 5, col = 70;
+        if (d == DType::kF8E4M3) {
+          data[row * 128 + col] = 0x7f;
+        } else if (d == DType::kF32) {
+          const float v = inf ? INFINITY : NAN;
+          std::memcpy(data + 4 * (row * 128 + col), &v, 4);
+        } else {
+          std::memcpy(t.scale_bytes.data() + 1 + 2 * (row * 4 + col / 32), inf ? &f16_inf : &f16_nan, 2);
+        }
+        std::vector<float> a(16, 0.5f), got(128, 1.0f), want(128, 1.0f);
+        ops::accumulate_rows(t.w, 0, 16, a.data(), got.data());
+        ops::accumulate_rows_reference(t.w, 0, 16, a.data(), want.data());
+        std::vector<double> tol(128, 1e-3);
+        expect_outputs_near(got, want, tol, 128, name(isa, d, 16, 128, 1) + (inf ? " inf" : " nan"), "reference",
+                            /*nan_for_inf=*/false);
+        const bool hit = std::isnan(want[col]) || std::isinf(want[col]);
+        EXPECT_TRUE(hit) << "the reference must see the bad value";
+      }
+  }
+}
+
 // Calls body(isa, compute type) with every family this CPU has made active, under each compute type.
 template <class Body>
 void for_each_family_and_compute_type(Body&& body) {
