@@ -31,8 +31,14 @@ inline V vraw(const uint8_t* row, int64_t i) {
   if constexpr (D == DType::kF32) {
     return _mm512_loadu_ps(row + 4 * i);
   } else if constexpr (D == DType::kBF16) {
-    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i));
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    // Two 256-bit widenings and shifts, joined: the same floats as one 512-bit vpmovzxwd and
+    // shift, but BF16 rows streamed from memory went from 74% to 86% of a plain read of the
+    // same size (2 threads, 16 interleaved rounds at 55-64 GB/s), level with the AVX2 family's
+    // 87%; widening in halves but shifting after the join gave 80%.
+    const __m256i lo = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i)));
+    const __m256i hi = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * i + 16)));
+    return _mm512_castsi512_ps(
+        _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_slli_epi32(lo, 16)), _mm256_slli_epi32(hi, 16), 1));
   } else if constexpr (D == DType::kF16) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 2 * i)));
   } else if constexpr (D == DType::kF8E4M3) {
