@@ -1,5 +1,5 @@
 // `dseek bench -m MODEL [-p 512] [-n 128] [-t THREADS] [--ctx N] [--ctx-fill compute|random] [--reps R]
-//  [--cache-type-k T] [--dtype f32|bf16] [--json]`:
+//  [--cache-type-k T] [--dtype f32|bf16] [--paired K] [--json]`:
 // prefill and decode speed on random tokens, set against this machine's measured memory read
 // bandwidth and peak FMA throughput (see docs/bench.md for the method of each figure).
 #include <omp.h>
@@ -21,6 +21,8 @@ namespace dseek::cli {
 
 namespace {
 
+constexpr uint64_t kProbeBytes = uint64_t{512} << 20;
+
 struct BenchArgs {
   std::string model;
   std::string cache_type_k = "f32";
@@ -30,6 +32,7 @@ struct BenchArgs {
   int threads = 0;
   bool json = false, no_verify = false, no_mmap = false;
   double bw_mib = 1024;  // streaming-read buffer, much larger than any last-level cache
+  int64_t paired = 0;    // --paired K: decode in blocks of K tokens, each between two probes
   int bw_passes = 5, fma_runs = 3;
 };
 
@@ -63,7 +66,18 @@ Status run_bench(const BenchArgs& a) {
     (after ? r.weights_bandwidth_after : r.weights_bandwidth_before) =
         bench::measure_regions_read_bandwidth(r.threads, weights, a.bw_passes);
   };
+  // The paired decode's probe: two passes over the first 512 MiB of the tensors (about 20 ms at
+  // 55 GB/s), the same memory the decode streams, keeping the faster.
+  std::vector<std::span<const uint8_t>> probe_regions;
+  for (uint64_t bytes = 0; const std::span<const uint8_t>& w : weights) {
+    if (bytes >= kProbeBytes) break;
+    probe_regions.push_back(w.first(std::min<uint64_t>(w.size(), kProbeBytes - bytes)));
+    bytes += probe_regions.back().size();
+  }
+  r.options.paired_block = a.paired;
+  r.options.probe = [&] { return bench::measure_regions_read_bandwidth(r.threads, probe_regions, 2).bytes_per_second; };
   DSEEK_ASSIGN_OR_RETURN(r.run, bench::run_model(*m, r.options));
+  r.options.probe = nullptr;
   r.options.around_decode = nullptr;
   r.weights_bandwidth = r.weights_bandwidth_before.bytes_per_second >= r.weights_bandwidth_after.bytes_per_second
                             ? r.weights_bandwidth_before
@@ -105,6 +119,11 @@ void register_bench(CLI::App& app, Runner* run) {
   cmd->add_option("--seed", a->run.seed, "Seed of the random token ids")->capture_default_str();
   add_cache_type_flag(cmd, &a->cache_type_k);
   add_dtype_flag(cmd, &a->dtype);
+  cmd->add_option("--paired", a->paired,
+                  "Decode in blocks of K tokens, reading 512 MiB of the weights before and after each (not "
+                  "timed): every block's efficiency against the memory speed of its own seconds, for machines "
+                  "whose memory speed changes while the bench runs (0: off)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   cmd->add_option("--bw-mib", a->bw_mib, "Buffer of the memory bandwidth measurement, MiB")
       ->check(CLI::Range(16.0, 1048576.0))->capture_default_str();
   cmd->add_flag("--no-verify", a->no_verify, "Skip reading every weight once at load (the pages load during the run)");

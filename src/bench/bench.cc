@@ -78,12 +78,26 @@ Expected<RunResult> run_model(const model::Model& m, const RunOptions& o) {
     DSEEK_RETURN_IF_ERROR(m.forward(*session, prompt, fwd, &logits));
     r.prefill_seconds = std::min(r.prefill_seconds, prefill.seconds());
     if (rep == 0 && o.around_decode) o.around_decode(false);
-    Stopwatch decode;
-    for (int64_t i = 0; i < o.decode; ++i) {
-      const int32_t next = argmax(logits);
-      DSEEK_RETURN_IF_ERROR(m.forward(*session, std::span<const int32_t>(&next, 1), fwd, &logits));
+    const bool paired = rep == 0 && o.paired_block > 0 && o.probe;
+    double bandwidth = paired ? o.probe() : 0.0;
+    double decode_seconds = 0;  // the probes between blocks are not decode time
+    for (int64_t done = 0; done < o.decode;) {
+      const int64_t k = paired ? std::min(o.paired_block, o.decode - done) : o.decode - done;
+      Stopwatch block;
+      for (int64_t i = 0; i < k; ++i) {
+        const int32_t next = argmax(logits);
+        DSEEK_RETURN_IF_ERROR(m.forward(*session, std::span<const int32_t>(&next, 1), fwd, &logits));
+      }
+      const double seconds = block.seconds();
+      decode_seconds += seconds;
+      done += k;
+      if (paired) {
+        const double after = o.probe();
+        r.blocks.push_back({k, seconds, bandwidth, after});
+        bandwidth = after;
+      }
     }
-    r.decode_seconds = std::min(r.decode_seconds, decode.seconds());
+    r.decode_seconds = std::min(r.decode_seconds, decode_seconds);
     if (rep + 1 == std::max(o.reps, 1) && o.around_decode) o.around_decode(true);
     r.kv_cache_bytes = std::max(r.kv_cache_bytes, session->length() * session->cache().bytes_per_token());
   }
@@ -103,6 +117,35 @@ double Report::decode_efficiency() const { return ratio(decode_bytes_per_second(
 double Report::decode_weights_efficiency() const {
   return ratio(decode_bytes_per_second(), weights_bandwidth.bytes_per_second);
 }
+PairedSummary Report::paired() const {
+  PairedSummary p;
+  const std::vector<DecodeBlock>& blocks = run.blocks;
+  if (blocks.empty()) return p;
+  p.slowest_probe = std::numeric_limits<double>::infinity();
+  for (const DecodeBlock& b : blocks)
+    for (const double bw : {b.bandwidth_before, b.bandwidth_after})
+      p.slowest_probe = std::min(p.slowest_probe, bw), p.fastest_probe = std::max(p.fastest_probe, bw);
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    const size_t n = v.size();
+    return n == 0 ? 0.0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  };
+  std::vector<double> all, fast;
+  for (const DecodeBlock& b : blocks) {
+    const double e = ratio(static_cast<double>(b.tokens) * static_cast<double>(active.total()) / b.seconds,
+                           (b.bandwidth_before + b.bandwidth_after) / 2);
+    all.push_back(e);
+    if (std::min(b.bandwidth_before, b.bandwidth_after) >= 0.8 * p.fastest_probe) fast.push_back(e);
+  }
+  p.blocks = static_cast<int>(all.size());
+  p.fast_blocks = static_cast<int>(fast.size());
+  p.median = median(all);
+  p.fast_median = median(fast);
+  p.min = *std::min_element(all.begin(), all.end());
+  p.max = *std::max_element(all.begin(), all.end());
+  return p;
+}
+
 double Report::prefill_flops_per_second() const { return ratio(flops.total(), run.prefill_seconds); }
 double Report::prefill_efficiency() const { return ratio(prefill_flops_per_second(), fma.flops_per_second); }
 
@@ -153,6 +196,12 @@ std::string format_report(const Report& r) {
     s += fmt::format("decode efficiency against the weights' own memory: {:.2f}% ({:.2f} GB/s of {:.2f} GB/s)\n",
                      100 * r.decode_weights_efficiency(), r.decode_bytes_per_second() / 1e9,
                      r.weights_bandwidth.bytes_per_second / 1e9);
+  if (const PairedSummary p = r.paired(); p.blocks > 0)
+    s += fmt::format("paired decode: median {:.1f}% (range {:.1f}-{:.1f}%) over {} blocks of {} tokens, each against "
+                     "the mean of the weights' read bandwidth measured right before and after it ({:.1f}-{:.1f} "
+                     "GB/s); the {} blocks with both reads >= 80% of the fastest: median {:.1f}%\n",
+                     100 * p.median, 100 * p.min, 100 * p.max, p.blocks, o.paired_block, p.slowest_probe / 1e9,
+                     p.fastest_probe / 1e9, p.fast_blocks, 100 * p.fast_median);
   s += fmt::format("prefill efficiency:    {:.2f}% ({:.2f} GFLOP/s of {:.1f} GFLOP/s)\n", 100 * r.prefill_efficiency(),
                    r.prefill_flops_per_second() / 1e9, r.fma.flops_per_second / 1e9);
   s += fmt::format("peak RSS:    {} (weights {}, KV cache {})\n", human(static_cast<double>(r.peak_rss_bytes), "B"),
@@ -168,6 +217,11 @@ std::string format_report(const Report& r) {
                    100 * r.decode_weights_efficiency(), r.weights_bandwidth.bytes_per_second / 1e9,
                    r.run.prefill_tokens_per_second, 100 * r.prefill_efficiency(), r.fma.flops_per_second / 1e9,
                    human(static_cast<double>(r.peak_rss_bytes), "B"));
+  if (const PairedSummary p = r.paired(); p.blocks > 0) {
+    s.pop_back();  // the summary stays one line
+    s += fmt::format("; paired decode {:.1f}% (fast-memory blocks {:.1f}%, {} of {})\n", 100 * p.median,
+                     100 * p.fast_median, p.fast_blocks, p.blocks);
+  }
   return s;
 }
 
@@ -224,6 +278,19 @@ std::string report_json(const Report& r) {
       {"kv_resident_bytes", r.run.kv_resident_bytes},
       {"load_average_1m", r.load_average_1m},
   };
+  if (const PairedSummary p = r.paired(); p.blocks > 0) {
+    nlohmann::json blocks = nlohmann::json::array();
+    for (const DecodeBlock& b : r.run.blocks)
+      blocks.push_back({{"tokens", b.tokens}, {"seconds", b.seconds}, {"bytes_per_s_before", b.bandwidth_before},
+                        {"bytes_per_s_after", b.bandwidth_after}});
+    j["paired_block_tokens"] = o.paired_block;
+    j["paired_blocks"] = blocks;
+    j["paired_decode_efficiency_median"] = p.median;
+    j["paired_decode_efficiency_min"] = p.min;
+    j["paired_decode_efficiency_max"] = p.max;
+    j["paired_fast_blocks"] = p.fast_blocks;
+    j["paired_decode_efficiency_fast_median"] = p.fast_median;
+  }
   return j.dump(2);
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 #include "bench/machine.h"
@@ -27,6 +28,19 @@ struct RunOptions {
   // memory speed changes from minute to minute and an efficiency needs the speed of the same
   // minutes. Not timed.
   std::function<void(bool after)> around_decode;
+  // Paired decode (`dseek bench --paired K`): the first repetition's decode runs in blocks of K
+  // tokens, and probe() (a short read of the weights' memory, bytes/s, not timed) runs before the
+  // first block and after each one, so that every block has a bandwidth measured on both sides
+  // of it, seconds apart. 0: off.
+  int64_t paired_block = 0;
+  std::function<double()> probe;
+};
+
+// One block of a paired decode: its tokens, their time, and the probes around it.
+struct DecodeBlock {
+  int64_t tokens = 0;
+  double seconds = 0;
+  double bandwidth_before = 0, bandwidth_after = 0;  // bytes/s
 };
 
 struct RunResult {
@@ -39,6 +53,16 @@ struct RunResult {
   std::string kv_cache_type;   // f32 | bf16 | fp8 (--cache-type-k)
   int64_t kv_bytes_per_token = 0;     // latent rows (+ V3.2 indexer keys) of one token, all layers
   int64_t kv_resident_bytes = 0;      // page storage that exists at the end (pages are lazy)
+  std::vector<DecodeBlock> blocks;    // paired decode only (RunOptions::paired_block)
+};
+
+// The paired decode's summary: each block's efficiency is its weight bytes per second over the
+// mean of the two probes around it. "Fast" blocks are those whose probes both reached 80% of
+// the fastest probe of the run (this VM's memory switches between two speeds).
+struct PairedSummary {
+  int blocks = 0, fast_blocks = 0;
+  double median = 0, min = 0, max = 0, fast_median = 0;  // efficiencies, 0..1
+  double slowest_probe = 0, fastest_probe = 0;           // bytes/s
 };
 
 // After an untimed one-token warm-up in a scratch session. Prefill: one forward call over `prompt` random ids (logits of the last token only) after
@@ -71,6 +95,7 @@ struct Report {
   double decode_bytes_per_second() const;
   double decode_efficiency() const;          // against `bandwidth`
   double decode_weights_efficiency() const;  // against `weights_bandwidth`
+  PairedSummary paired() const;              // all zero without a paired decode
   double prefill_flops_per_second() const;
   double prefill_efficiency() const;
 };

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -74,6 +75,47 @@ TEST(BenchCli, JsonFiguresArePresentAndConsistent) {
   EXPECT_LT(j["active_bytes_per_token"].get<uint64_t>(), j["weight_bytes_total"].get<uint64_t>());
   // 20 positions in the cache, 3 layers of (64 + 16) float32 latent values each.
   EXPECT_EQ(j["kv_cache_bytes"].get<int64_t>(), 20 * 3 * 80 * 4);
+}
+
+// --paired K: the decode in blocks of K tokens with a read of the weights around each; the
+// summary figures are recomputed here from the blocks the JSON lists.
+TEST(BenchCli, PairedDecodeBlocksAndTheirMedian) {
+  const CommandResult r = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 8 --paired 3 --bw-mib 64 -t 1 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(j.contains("paired_blocks")) << r.out;
+  const auto& blocks = j["paired_blocks"];
+  ASSERT_EQ(blocks.size(), 3u);  // 3 + 3 + 2 tokens
+  const double bytes = j["active_bytes_per_token"];
+  int64_t tokens = 0;
+  double seconds = 0, fastest = 0;
+  std::vector<double> eff;
+  for (size_t b = 0; b < blocks.size(); ++b) {
+    const auto& k = blocks[b];
+    EXPECT_EQ(k["tokens"].get<int64_t>(), b < 2 ? 3 : 2);
+    EXPECT_GT(k["seconds"].get<double>(), 0.0);
+    EXPECT_GT(k["bytes_per_s_before"].get<double>(), 0.0);
+    if (b > 0) EXPECT_EQ(k["bytes_per_s_before"], blocks[b - 1]["bytes_per_s_after"]);  // one probe between blocks
+    tokens += k["tokens"].get<int64_t>();
+    seconds += k["seconds"].get<double>();
+    fastest = std::max({fastest, k["bytes_per_s_before"].get<double>(), k["bytes_per_s_after"].get<double>()});
+    eff.push_back(k["tokens"].get<double>() * bytes / k["seconds"].get<double>() /
+                  ((k["bytes_per_s_before"].get<double>() + k["bytes_per_s_after"].get<double>()) / 2));
+  }
+  EXPECT_EQ(tokens, 8);
+  expect_rel_near(seconds, j["decode_seconds"], 1e-9, "decode time is the blocks' time, probes excluded");
+  std::sort(eff.begin(), eff.end());
+  expect_rel_near(j["paired_decode_efficiency_median"], eff[1], 1e-9, "median of 3 blocks");
+  expect_rel_near(j["paired_decode_efficiency_min"], eff[0], 1e-9, "min");
+  expect_rel_near(j["paired_decode_efficiency_max"], eff[2], 1e-9, "max");
+  int fast = 0;
+  for (const auto& k : blocks)
+    fast += std::min(k["bytes_per_s_before"].get<double>(), k["bytes_per_s_after"].get<double>()) >= 0.8 * fastest;
+  EXPECT_EQ(j["paired_fast_blocks"].get<int>(), fast);
+  // Without --paired the JSON has no such keys.
+  const CommandResult plain = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --bw-mib 64 -t 1 --json");
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_FALSE(nlohmann::json::parse(plain.out).contains("paired_blocks"));
 }
 
 TEST(BenchCli, TextReportHasEveryLine) {
