@@ -4,7 +4,6 @@
 // bandwidth and peak FMA throughput (see docs/bench.md for the method of each figure).
 #include <omp.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -69,9 +68,8 @@ Status run_bench(const BenchArgs& a) {
   // after the decode, with fewer passes), keeping the faster. Shorter reads came out low: a 1 GiB
   // prefix of the tensors, or the first 11% of each, read 15-25% below the full read in the same
   // minutes (v2-lite-q4: 38-46 against 51-54 GB/s).
-  const std::vector<std::span<const uint8_t>>& probe_regions = weights;
   r.options.paired_block = a.paired;
-  r.options.probe = [&] { return bench::measure_regions_read_bandwidth(r.threads, probe_regions, 2).bytes_per_second; };
+  r.options.probe = [&] { return bench::measure_regions_read_bandwidth(r.threads, weights, 2).bytes_per_second; };
   DSEEK_ASSIGN_OR_RETURN(r.run, bench::run_model(*m, r.options));
   r.options.probe = nullptr;
   r.options.around_decode = nullptr;
