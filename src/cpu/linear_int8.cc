@@ -63,7 +63,8 @@ Int8X prepare_int8_x(int64_t T, const WeightView& w, void* buf) {
     for (int k = 0; k < kInt8Lanes; ++k) {
       // Lanes past in point at the row's last group: their x is zero, and a real scale keeps a
       // finite row finite (a masked-off scale lane would be read as 0, equally harmless).
-      const int64_t i = std::min(c * s.chunk_in + (k / x.lanes_per_sub) * kInt8Sub, w.in - 1);
+      const int64_t sub = s.chunk_in == 256 ? kQ4SubOrder[k / x.lanes_per_sub] : k / x.lanes_per_sub;
+      const int64_t i = std::min(c * s.chunk_in + sub * kInt8Sub, w.in - 1);
       const int64_t g = std::min(i / w.group_size, groups - 1);
       x.lane_scale[c * kInt8Lanes + k] = static_cast<int32_t>(g - x.block_group[c * s.chunk_in / kInt8Block]);
     }
@@ -76,7 +77,7 @@ namespace {
 int64_t chunk_offset(const Int8X& x, int64_t i) {
   const int64_t k = i % x.chunk_in, g = k / kInt8Sub, b = k % kInt8Sub;
   if (x.chunk_in == 128) return (b < 16 ? 0 : 64) + 16 * g + b % 16;
-  return 64 * (2 * (b / 16) + b % 2) + 8 * g + (b % 16) / 2;
+  return 64 * (2 * (b / 16) + b % 2) + 8 * kQ4Slot[g] + (b % 16) / 2;
 }
 
 }  // namespace

@@ -52,18 +52,25 @@ inline float quantize_x_block(const float* x, int8_t* q) {
 // q8, 64-bit pieces for q4) into A' = the first half of every 32-input sub-block of the chunk
 // and B' = the second halves, so that every int32 lane of vpdpbusd sums inputs of one sub-block
 // only (q8: 8 inputs, 4 lanes a sub-block; q4: 16 inputs, 2 lanes a sub-block) and half as many
-// lanes need scaling as with plain loads. x of chunk c of token t (chunk_in bytes, zero-padded
-// past in), for input b of the chunk's sub-block g:
+// lanes need scaling as with plain loads. q4 regroups within 128-bit lanes (vpunpcklqdq /
+// vpunpckhqdq), which leaves its sub-blocks in the order kQ4SubOrder. x of chunk c of token t
+// (chunk_in bytes, zero-padded past in), for input b of the chunk's sub-block g:
 //   q8: [A' (64)][B' (64)], input b at (b < 16 ? 0 : 64) + 16 g + b % 16;
 //   q4: [A' low nibbles][A' high][B' low][B' high] (64 each): input b at
-//       64 * (2 * (b / 16) + b % 2) + 8 g + (b % 16) / 2.
-// Lane k of a chunk (bytes 4k..4k+3 of each 64-byte piece) lies in sub-block k / lanes_per_sub:
+//       64 * (2 * (b / 16) + b % 2) + 8 kQ4Slot[g] + (b % 16) / 2.
+// Lane k of a chunk (bytes 4k..4k+3 of each 64-byte piece) lies in sub-block k / lanes_per_sub
+// (q4: kQ4SubOrder[k / lanes_per_sub]):
 //   bias[t][c][k] = -offset * (sum of the lane's codes), offset 128 for q8 (weights fed as
 //   w + 128), 8 for q4 (nibble = value + 8): the vpdpbusd accumulator starts at it and ends at
 //   the signed dot product;
 //   scale[t][c][k] = d of the lane's 32 inputs (0 past in).
 // Weight side: block_group[b] = the first weight group of block b (its 16 F16 scales are loaded
 // from there); lane_scale[c][k] = which of them lane k of chunk c uses.
+// q4's sub-blocks in a chunk's lane order (unpacking 64-bit pieces within 128-bit lanes takes
+// pieces 0, 8, 2, 10, ... of the chunk) and the slot of each sub-block in that order.
+inline constexpr int kQ4SubOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+inline constexpr int kQ4Slot[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+
 struct Int8X {
   int64_t T = 0, in = 0, chunks = 0, chunk_in = 0, lanes_per_sub = 0, blocks = 0;
   int8_t* q = nullptr;            // [T][chunks][chunk_in]

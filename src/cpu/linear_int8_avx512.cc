@@ -58,20 +58,20 @@ void quantize_x(const float* x, const WeightView& w, const Int8X& q) {
     for (int64_t i0 = 0; i0 < in; i0 += kInt8Sub) {
       __m512i a, b;  // codes of the group's inputs 0..15, 16..31
       const float d = quantize_block(x + t * in + i0, &a, &b);
-      const int64_t c = i0 / ci, g = (i0 % ci) / kInt8Sub;
+      const int64_t c = i0 / ci, g = (i0 % ci) / kInt8Sub, slot = q4 ? kQ4Slot[g] : g;
       int8_t* qc = qt + c * ci;
       if (q4) {  // even inputs to the low-nibble pieces, odd to the high; a to A', b to B'
         const __m128i ev = _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(a, even, b));
         const __m128i od = _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(a, odd, b));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(qc + 8 * g), ev);
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(qc + 64 + 8 * g), od);
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(qc + 128 + 8 * g), _mm_unpackhi_epi64(ev, ev));
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(qc + 192 + 8 * g), _mm_unpackhi_epi64(od, od));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(qc + 8 * slot), ev);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(qc + 64 + 8 * slot), od);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(qc + 128 + 8 * slot), _mm_unpackhi_epi64(ev, ev));
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(qc + 192 + 8 * slot), _mm_unpackhi_epi64(od, od));
       } else {
         _mm_storeu_si128(reinterpret_cast<__m128i*>(qc + 16 * g), _mm512_cvtepi32_epi8(a));
         _mm_storeu_si128(reinterpret_cast<__m128i*>(qc + 64 + 16 * g), _mm512_cvtepi32_epi8(b));
       }
-      for (int64_t k = 0; k < lps; ++k) st[c * kInt8Lanes + g * lps + k] = d;
+      for (int64_t k = 0; k < lps; ++k) st[c * kInt8Lanes + slot * lps + k] = d;
     }
     // bias = -offset * (lane sums of the codes): vpdpbusd with all-ones u8 sums 4 codes a lane.
     for (int64_t c = 0; c < q.chunks; ++c) {
@@ -107,8 +107,6 @@ void gemv_rows(const Int8X& q, const WeightView& w, int64_t r, float* y) {
   const float* sc = q.scale;
   const int32_t* lc = q.lane_scale;
   const __m512i nibble = _mm512_set1_epi8(0x0f), flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  const __m512i first_q = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
-  const __m512i second_q = _mm512_setr_epi64(1, 3, 5, 7, 9, 11, 13, 15);
   __m512 acc[R][T];
   for (int j = 0; j < R; ++j)
     for (int t = 0; t < T; ++t) acc[j][t] = _mm512_setzero_ps();
@@ -137,13 +135,13 @@ void gemv_rows(const Int8X& q, const WeightView& w, int64_t r, float* y) {
         if constexpr (kQ4 && T == 1) {
           // High nibbles left in place (16 x the code + 8): their products go to a chain of their
           // own, shifted down once per chunk, which for one token is one shift instead of two.
-          const __m512i a2 = _mm512_permutex2var_epi64(a, first_q, b), b2 = _mm512_permutex2var_epi64(a, second_q, b);
+          const __m512i a2 = _mm512_unpacklo_epi64(a, b), b2 = _mm512_unpackhi_epi64(a, b);  // kQ4SubOrder
           u[0] = _mm512_and_si512(a2, nibble);
           u[1] = _mm512_andnot_si512(nibble, a2);
           u[2] = _mm512_and_si512(b2, nibble);
           u[3] = _mm512_andnot_si512(nibble, b2);
         } else if constexpr (kQ4) {
-          const __m512i a2 = _mm512_permutex2var_epi64(a, first_q, b), b2 = _mm512_permutex2var_epi64(a, second_q, b);
+          const __m512i a2 = _mm512_unpacklo_epi64(a, b), b2 = _mm512_unpackhi_epi64(a, b);  // kQ4SubOrder
           u[0] = _mm512_and_si512(a2, nibble);
           u[1] = _mm512_and_si512(_mm512_srli_epi16(a2, 4), nibble);
           u[2] = _mm512_and_si512(b2, nibble);
