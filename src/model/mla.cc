@@ -124,11 +124,7 @@ SegmentRows segment_rows(const MlaSegment& seg) {
 // [rows, H, r] buffers (9 MiB for V3) of a long sparse prefill.
 constexpr int64_t kAbsorbChunk = 32;
 
-// W_UK rows decoded at a time: the block (16 KiB for V3's r = 512) stays in L1 while every
-// query's axpy reads it, instead of a whole head's 256 KiB going out to L2 and back.
-constexpr int64_t kUkRows = 8;
-
-// A thread's buffer for decoded W_UK rows or one head's W_UV block ([128, 512] floats for V3: 256 KiB),
+// A thread's buffer for one head's W_UV block ([128, 512] floats for V3: 256 KiB),
 // kept between calls: allocating it per call and step had the kernel zero fresh pages each time.
 std::vector<float>& head_weight_scratch(int64_t n) {
   thread_local std::vector<float> buffer;
@@ -159,32 +155,18 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
     const Query* chunk = queries.data() + c0;
     qcat.assign(static_cast<size_t>(nc * H * W), 0.0f);
     olat.resize(static_cast<size_t>(nc * H * r));
-#pragma omp parallel
-    {
-      std::vector<float>& wk = head_weight_scratch(kUkRows * r);  // kUkRows rows of the head's W_UK
-#pragma omp for schedule(static)
-      for (int64_t h = 0; h < H; ++h) {
-        if (nc == 1) {  // decode: the head's W_UK rows streamed once, q_lat's columns in registers
-          const float* qt = q + ((chunk[0].rows->seg->offset + chunk[0].t) * H + h) * dqk;
-          ops::accumulate_rows(w.kv_b_proj, h * (dn + dv), dn, qt, qcat.data() + h * W);
-          std::copy_n(qt + dn, dr, qcat.data() + h * W + r);
-          continue;
-        }
-        for (int64_t d0 = 0; d0 < dn; d0 += kUkRows) {
-          const int64_t rows = std::min(kUkRows, dn - d0);
-          ops::decode_rows_fast(w.kv_b_proj, h * (dn + dv) + d0, rows, wk.data());
-          for (int64_t i = 0; i < nc; ++i) {
-            const float* qt = q + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dqk;
-            float* qc = qcat.data() + (i * H + h) * W;
-            for (int64_t d = 0; d < rows; ++d) ops::axpy(qt[d0 + d], wk.data() + d * r, qc, r);  // W_UK^T q_nope
-          }
-        }
-        for (int64_t i = 0; i < nc; ++i) {
-          const float* qt = q + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dqk;
-          std::copy_n(qt + dn, dr, qcat.data() + (i * H + h) * W + r);
-        }
+    // q_lat = W_UK^T q_nope, each query on its own (ops::accumulate_rows streams the head's W_UK
+    // rows with q_lat's columns in registers; the next queries of the head find them in L2): a
+    // query gets the same sums alone as in a batch of sequences. Decoding once per chunk for the
+    // single-query case only made batched decode differ from decode alone.
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < nc; ++i) {
+        const float* qt = q + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dqk;
+        float* qc = qcat.data() + (i * H + h) * W;
+        ops::accumulate_rows(w.kv_b_proj, h * (dn + dv), dn, qt, qc);
+        std::copy_n(qt + dn, dr, qc + r);
       }
-    }
     auto attend = [&](int64_t i, int kernel_threads, std::vector<const uint8_t*>& gathered) {
       const MlaSegment* seg = chunk[i].rows->seg;
       const int64_t row = seg->offset + chunk[i].t;
