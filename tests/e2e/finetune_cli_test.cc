@@ -22,7 +22,6 @@ const FinetuneFiles& setup() {
   static const FinetuneFiles s = [] {
     FinetuneFiles f;
     f.dir = temp_dir("finetune-cli");
-    fs::remove_all(f.dir);
     fs::create_directories(f.dir);
     f.model = f.dir + "/model";
     f.other = f.dir + "/other";
@@ -34,12 +33,6 @@ const FinetuneFiles& setup() {
   }();
   return s;
 }
-
-class TempCleanup : public ::testing::Environment {
- public:
-  void TearDown() override { fs::remove_all(temp_dir("finetune-cli")); }
-};
-const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
 
 void expect_one_line_error(const CommandResult& r, const std::string& needle) {
   EXPECT_NE(r.exit_code, 0);

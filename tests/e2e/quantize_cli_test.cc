@@ -13,22 +13,12 @@
 #include "../golden/test_util.h"
 #include "e2e_util.h"
 #include "io/checkpoint.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct Scratch {
-  fs::path dir;
-  Scratch() {
-    dir = fs::temp_directory_path() / ("dseek-quantize-cli-" + std::to_string(::getpid()));
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  ~Scratch() { fs::remove_all(dir); }
-  std::string operator/(const std::string& name) const { return (dir / name).string(); }
-};
 
 int count_ids(const std::string& out) {
   if (out.empty()) return 0;
@@ -38,7 +28,7 @@ int count_ids(const std::string& out) {
 }
 
 TEST(QuantizeCli, GoldenModelToQ4RunsAndInfoShowsTheTypes) {
-  Scratch s;
+  const ScratchDir s("quantize-cli");
   const std::string out = s / "tiny-v3-q4";
   auto r = run_dseek("quantize " + golden_dir() + "/models/tiny-v3 " + out + " --type q4 -t 2");
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -67,7 +57,7 @@ TEST(QuantizeCli, GoldenModelToQ4RunsAndInfoShowsTheTypes) {
 }
 
 TEST(QuantizeCli, ModelWithTokenizerRunsFromText) {
-  Scratch s;
+  const ScratchDir s("quantize-cli");
   const std::string out = s / "chat-q4";
   // tiny-chat's q_b_proj has 48 inputs: not a multiple of 32, so it stays in float.
   auto r = run_dseek("quantize " + tiny_chat_model() + " " + out + " --type q4");
@@ -89,7 +79,7 @@ TEST(QuantizeCli, ModelWithTokenizerRunsFromText) {
 }
 
 TEST(QuantizeCli, InitWritesQ8AndQ4Directly) {
-  Scratch s;
+  const ScratchDir s("quantize-cli");
   for (const std::string type : {"q8", "q4"}) {
     auto r = run_dseek("init " + golden_dir() + "/models/tiny-v32/config.json " + (s / type) + " --test-init --dtype " +
                        type);
@@ -111,7 +101,7 @@ void expect_error(const CommandResult& r, const std::string& needle) {
 }
 
 TEST(QuantizeCli, BadInputGivesOneLineErrors) {
-  Scratch s;
+  const ScratchDir s("quantize-cli");
   const std::string model = golden_dir() + "/models/tiny-v3";
   expect_error(run_dseek("quantize /nonexistent/model " + (s / "a")), "/nonexistent/model");
   EXPECT_FALSE(fs::exists(s / "a"));

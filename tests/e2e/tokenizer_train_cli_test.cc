@@ -16,6 +16,7 @@
 #include "e2e_util.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/utf8.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 namespace {
@@ -24,21 +25,9 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 const fs::path& tmp_dir() {
-  static const fs::path d = [] {
-    fs::path p = fs::temp_directory_path() / ("dseek-toktrain-e2e-" + std::to_string(::getpid()));
-    fs::remove_all(p);
-    fs::create_directories(p);
-    return p;
-  }();
-  return d;
+  static const ScratchDir d("toktrain-e2e");
+  return d.path();
 }
-
-// Removes the temporary directory when the test binary ends.
-class TmpDirCleanup : public ::testing::Environment {
- public:
-  void TearDown() override { fs::remove_all(fs::temp_directory_path() / ("dseek-toktrain-e2e-" + std::to_string(::getpid()))); }
-};
-const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new TmpDirCleanup);
 
 void write(const fs::path& p, const std::string& text) {
   std::ofstream f(p, std::ios::binary);

@@ -15,6 +15,7 @@
 #include "tokenizer/tokenizer_writer.h"
 #include "tokenizer/utf8.h"
 #include "tokenizer_test_util.h"
+#include "scratch_dir.h"
 
 namespace dseek::tokenizer {
 namespace {
@@ -264,16 +265,6 @@ TEST(WordCounter, ErrorsNameTheFile) {
 
 // ---- writing and loading --------------------------------------------------------------------
 
-fs::path trained_dir_path() {
-  return fs::temp_directory_path() / ("dseek-bpe-trainer-test-" + std::to_string(::getpid()));
-}
-// Removes the trained tokenizer's directory when the test binary ends.
-class TmpDirCleanup : public ::testing::Environment {
- public:
-  void TearDown() override { fs::remove_all(trained_dir_path()); }
-};
-const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new TmpDirCleanup);
-
 struct TrainedDir {
   fs::path dir;
   BpeTrainResult bpe;
@@ -282,10 +273,10 @@ struct TrainedDir {
 };
 
 const TrainedDir& trained() {
+  static const dseek::testing::ScratchDir scratch("bpe-trainer");
   static const TrainedDir t = [] {
     TrainedDir d;
-    d.dir = trained_dir_path();
-    fs::remove_all(d.dir);
+    d.dir = scratch.path() / "tokenizer";
     const std::string& corpus = test_corpus();
     d.words = count_words(std::string_view(corpus).substr(0, corpus.find('\n', 60000) + 1), 2, 1 << 14);
     BpeTrainOptions opt;

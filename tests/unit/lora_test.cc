@@ -48,15 +48,6 @@ const Fixture& fixture(model::StoredDType dtype) {
   return *f;
 }
 
-// Removes the fixture directories when the binary ends.
-class TempCleanup : public ::testing::Environment {
- public:
-  void TearDown() override {
-    for (int d = 0; d < 3; ++d) fs::remove_all(temp_dir(fmt::format("lora-test-{}", d)));
-  }
-};
-const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new TempCleanup);
-
 TEST(LoraLinear, ForwardAndBackwardMatchFiniteDifferences) {
   const Fixture& fx = fixture(model::StoredDType::kF32);
   auto w = model::load_weights(fx.dir);

@@ -16,6 +16,7 @@
 #include "model/checkpoint_writer.h"
 #include "tokenizer/bpe_trainer.h"
 #include "tokenizer/tokenizer_writer.h"
+#include "scratch_dir.h"
 
 namespace dseek::testing {
 
@@ -66,8 +67,10 @@ inline std::string slurp_for_test(const std::string& path) {
   return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
 }
 
+// NAME inside this process's scratch directory, which goes when the test binary ends.
 inline std::string temp_dir(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / fmt::format("dseek-{}-{}", name, ::getpid())).string();
+  static const ScratchDir scratch("lora");
+  return (scratch.path() / name).string();
 }
 
 }  // namespace dseek::testing
