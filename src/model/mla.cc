@@ -120,7 +120,7 @@ SegmentRows segment_rows(const MlaSegment& seg) {
   return out;
 }
 
-// Query rows whose W_UK absorption and W_UV expansion share one decode of kv_b_proj: bounds the
+// Query rows absorbed together (their W_UV expansion shares one decode of kv_b_proj): bounds the
 // [rows, H, r] buffers (9 MiB for V3) of a long sparse prefill.
 constexpr int64_t kAbsorbChunk = 32;
 
