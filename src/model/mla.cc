@@ -120,23 +120,16 @@ SegmentRows segment_rows(const MlaSegment& seg) {
   return out;
 }
 
-// Query rows absorbed together (their W_UV expansion shares one decode of kv_b_proj): bounds the
-// [rows, H, r] buffers (9 MiB for V3) of a long sparse prefill.
+// Query rows absorbed together: bounds the [rows, H, r] buffers (9 MiB for V3) of a long sparse
+// prefill.
 constexpr int64_t kAbsorbChunk = 32;
 
-// A thread's buffer for one head's W_UV block ([128, 512] floats for V3: 256 KiB),
-// kept between calls: allocating it per call and step had the kernel zero fresh pages each time.
-std::vector<float>& head_weight_scratch(int64_t n) {
-  thread_local std::vector<float> buffer;
-  if (static_cast<int64_t>(buffer.size()) < n) buffer.resize(static_cast<size_t>(n));
-  return buffer;
-}
-
 // Absorbed form over several segments at once. q: [T, H, d_n + d_r], o: [T, H, d_v] (batch
-// rows). Per chunk of query rows: q_lat = W_UK^T q_nope for every head (kv_b_proj decoded once
-// per head), then the attention kernel over each row's keys (cpu/attention_kernels.h: all heads
-// per cache row, the cache read in its stored type; a V3.2 selection is a list of rows, so only
-// the selected rows are read), then o = W_UV o_lat.
+// rows). Per chunk of query rows: q_lat = W_UK^T q_nope for every head and query, then the
+// attention kernel over each row's keys (cpu/attention_kernels.h: all heads per cache row, the
+// cache read in its stored type; a V3.2 selection is a list of rows, so only the selected rows
+// are read), then o = W_UV o_lat. Both products run per query, so a query's sums do not depend
+// on the other rows of the batch.
 void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const float* q,
                      std::span<const SegmentRows> segments, const KeySelection* selection, float scale, float* o) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
@@ -198,25 +191,16 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
       std::vector<const uint8_t*> gathered;
       for (int64_t i = 0; i < nc; ++i) attend(i, 0, gathered);
     }
-#pragma omp parallel
-    {
-      std::vector<float>& wv = head_weight_scratch(nc > 1 ? dv * r : 0);  // this head's W_UV, [d_v, r]
-#pragma omp for schedule(static)
-      for (int64_t h = 0; h < H; ++h) {
-        if (nc == 1) {  // decode: the head's rows streamed once by the matrix-vector kernel
-          const Query& q0 = chunk[0];
-          ops::linear_rows(olat.data() + h * r, w.kv_b_proj, h * (dn + dv) + dn, dv,
-                           o + ((q0.rows->seg->offset + q0.t) * H + h) * dv);
-          continue;
-        }
-        ops::decode_rows_fast(w.kv_b_proj, h * (dn + dv) + dn, dv, wv.data());
-        for (int64_t i = 0; i < nc; ++i) {
-          const float* ol = olat.data() + (i * H + h) * r;
-          float* ot = o + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dv;
-          for (int64_t j = 0; j < dv; ++j) ot[j] = ops::dot(wv.data() + j * r, ol, r);  // W_UV o_lat
-        }
-      }
-    }
+    // o = W_UV o_lat, each query on its own by the matrix-vector kernel (the next queries of the
+    // head find its rows in L2), as W_UK above: decoding the head's rows once per chunk and taking
+    // dot products for several queries gave a query other sums than alone, and seeded sampling in
+    // a batch of sequences then drew other tokens than alone (Engine.SeededSampling... failed 7 of
+    // 16 runs with another process on a core, 0 of 40 after).
+#pragma omp parallel for schedule(static) collapse(2)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < nc; ++i)
+        ops::linear_rows(olat.data() + (i * H + h) * r, w.kv_b_proj, h * (dn + dv) + dn, dv,
+                         o + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dv);
   }
 }
 
