@@ -6,6 +6,8 @@
 // previous implementation (decode 16 rows to float, dot products) in the same run for a ratio.
 // q8/q4 also get a row "int8": the integer dot-product path (AVX-512 VNNI, linear_int8.h), x
 // quantization included; the family rows run the float path (DSEEK_INT8_DOT=0 equivalent).
+// FP8 also gets a row "gfni": the float32 path on GFNI byte transforms (AVX-512 with GFNI,
+// linear_fp8.h), x preparation included; the family rows run the float path (DSEEK_FP8_DOT=0).
 // BF16 and FP8 also get a row "bf16": BF16-compute mode's vdpbf16ps path (linear_bf16.h), x
 // rounding included; in the packed table a "bf16" column (vdpbf16ps does 2 multiply-adds per
 // lane, so it can pass 100% of the FP32 FMA peak).
@@ -30,6 +32,7 @@
 #include "bench/machine.h"
 #include "cpu/cpu_features.h"
 #include "cpu/linear_bf16.h"
+#include "cpu/linear_fp8.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 #include "ops/linear.h"
@@ -249,6 +252,12 @@ int main(int argc, char** argv) {
           ? &cpu::linear_kernels(cpu::Isa::kAvx512)
           : nullptr;
   if (int8k != nullptr) std::printf(" %9s T=1 T=4 (kernel only)", "int8");
+  // The GFNI FP8 path (float32 compute), x preparation included.
+  const cpu::LinearKernels* fp8k =
+      cpu::supported(cpu::Isa::kAvx512) && cpu::linear_kernels(cpu::Isa::kAvx512).gemv_fp8 != nullptr
+          ? &cpu::linear_kernels(cpu::Isa::kAvx512)
+          : nullptr;
+  if (fp8k != nullptr) std::printf(" %9s T=1 T=4 (kernel only)", "gfni");
   std::printf("\n");
   for (DType d : dtypes) {
     if (!matvec) break;
@@ -279,6 +288,24 @@ int main(int argc, char** argv) {
             for (int rep = 0; rep < 10; ++rep) {
               if (whole) int8k->quantize_x(x.data(), v, cpu::prepare_int8_x(T, v, aligned));
               int8k->gemv_int8(q, v, 0, 128, y.data());
+            }
+          });
+          const char* fmt = whole ? " %6.1f" : T == 1 ? " (%5.1f" : " %5.1f)";
+          std::printf(fmt, 10.0 * static_cast<double>(m.bytes) / s / 1e9);
+        }
+    }
+    if (fp8k != nullptr && d == DType::kF8E4M3) {
+      const cpu::WeightView v = ops::view_of(m.w);
+      std::vector<float> buf(4 * 1024);
+      std::printf("  %-6s", "gfni");
+      for (bool whole : {true, false})
+        for (int64_t T : {1, 4}) {
+          const cpu::Fp8X q{T, 1024, 120, x.data(), buf.data()};
+          fp8k->prepare_x_fp8(q);
+          const double s = best_cpu_time(200, [&] {
+            for (int rep = 0; rep < 10; ++rep) {
+              if (whole) fp8k->prepare_x_fp8(q);
+              fp8k->gemv_fp8(q, v, 0, 128, y.data());
             }
           });
           const char* fmt = whole ? " %6.1f" : T == 1 ? " (%5.1f" : " %5.1f)";
@@ -330,7 +357,7 @@ int main(int argc, char** argv) {
       }
       std::printf("   load %.2f\n", load_average());
     };
-    const bool int8_on = cpu::int8_dot_enabled();
+    const bool int8_on = cpu::int8_dot_enabled(), fp8_on = cpu::fp8_dot_enabled();
     for (cpu::Isa isa : cpu::supported_isas()) {
       const cpu::LinearKernels& k = cpu::linear_kernels(isa);
       auto run = [&](const float* xx, int64_t T, const ops::LinearWeight& w, float* yy) {
@@ -338,7 +365,12 @@ int main(int argc, char** argv) {
         cpu::linear_with(k, xx, T, v, yy);
       };
       cpu::set_int8_dot(false);  // the family's float path
+      cpu::set_fp8_dot(false);
       row(std::string(cpu::isa_name(isa)).c_str(), run);
+      cpu::set_fp8_dot(true);
+      if (cpu::fp8_dot_used(k, cpu::WeightView{d, 4096, 7168, ws[0].w.data, nullptr, 128, 128, nullptr, 32}))
+        row("gfni", run);
+      cpu::set_fp8_dot(fp8_on);
       cpu::set_int8_dot(true);
       if (cpu::int8_dot_used(k, cpu::WeightView{d, 4096, 7168, ws[0].w.data, nullptr, 128, 128,
                                                 ws[0].w.group_scales, ws[0].w.group_size}))

@@ -33,6 +33,7 @@ CpuFeatures detect() {
   f.avx512 = f.avx2 && zmm_saved && (b & bit_AVX512F) && (b & bit_AVX512BW) && (b & bit_AVX512VL) &&
              (b & bit_AVX512DQ);
   f.avx512_vnni = f.avx512 && (c & bit_AVX512VNNI);
+  f.gfni = f.avx2 && (c & bit_GFNI);
   unsigned a1 = 0, b1 = 0, c1 = 0, d1 = 0;
   if (f.avx512 && __get_cpuid_count(7, 1, &a1, &b1, &c1, &d1)) f.avx512_bf16 = a1 & bit_AVX512BF16;
   return f;

@@ -2,7 +2,7 @@
 //
 // Kernels come in families compiled with their own flags (cmake/isa.cmake): kScalar (plain C++,
 // also the slow reference twins), kAvx2 (AVX2 + FMA + F16C) and kAvx512 (F/BW/VL/DQ, with the
-// BF16 and VNNI extensions when the CPU has them). The family is chosen once at run time: the
+// BF16, VNNI and GFNI extensions when the CPU has them). The family is chosen once at run time: the
 // best the CPU supports, or the one named by the DSEEK_ISA environment variable
 // (scalar|avx2|avx512) when it is supported, so every family can be tested on one machine.
 #pragma once
@@ -19,6 +19,7 @@ struct CpuFeatures {
   bool avx512 = false;       // F, BW, VL, DQ
   bool avx512_bf16 = false;  // vdpbf16ps
   bool avx512_vnni = false;  // vpdpbusd
+  bool gfni = false;         // vgf2p8affineqb (with AVX-512: on 512-bit vectors)
 };
 
 // Read once with cpuid (and xgetbv: the OS must save the wide registers).

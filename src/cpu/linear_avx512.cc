@@ -15,6 +15,7 @@
 
 #include "base/check.h"
 #include "cpu/linear_bf16.h"
+#include "cpu/linear_fp8.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 
@@ -98,6 +99,7 @@ const LinearKernels& avx512_linear_kernels() {
   static const LinearKernels k = [] {
     LinearKernels t{Isa::kAvx512, avx512::gemv, avx512::decode_block, avx512::micro, avx512::kMr, avx512::kNr};
     t.accumulate_rows = avx512::accumulate_rows;
+    if (features().gfni) t.prepare_x_fp8 = avx512_fp8_prepare_x, t.gemv_fp8 = avx512_fp8_gemv;
     if (features().avx512_vnni) t.quantize_x = avx512_int8_quantize_x, t.gemv_int8 = avx512_int8_gemv;
     if (features().avx512_bf16) {
       t.round_x_bf16 = avx512_bf16_round_x, t.gemv_bf16 = avx512_bf16_gemv;

@@ -11,6 +11,7 @@
 #include "base/check.h"
 #include "base/float_types.h"
 #include "cpu/linear_bf16.h"
+#include "cpu/linear_fp8.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 #include "cpu/row_dealer.h"
@@ -56,13 +57,15 @@ void share(int64_t n, int64_t align, int64_t* begin, int64_t* end) {
 bool worth_a_team(int64_t macs, int64_t rows) { return macs >= kParallelMinMacs && rows >= 8; }
 
 // How a matrix-vector product (T <= kGemvMaxTokens) runs, by compute type and weight: the
-// vdpbf16ps kernels on x rounded to bf16, the integer kernels on x quantized to int8, or the float
-// kernels (on x rounded to bf16 in BF16-compute mode).
-enum class GemvPath { kBf16Dot, kInt8Dot, kFloat };
+// vdpbf16ps kernels on x rounded to bf16, the integer kernels on x quantized to int8, the GFNI
+// FP8 kernel on x scaled and permuted (float32 compute), or the float kernels (on x rounded to
+// bf16 in BF16-compute mode).
+enum class GemvPath { kBf16Dot, kInt8Dot, kFp8Dot, kFloat };
 
 GemvPath gemv_path(const LinearKernels& k, ComputeType c, const WeightView& w) {
   if (c == ComputeType::kBf16 && bf16_dot_used(k, w)) return GemvPath::kBf16Dot;
   if (int8_dot_used(k, w)) return GemvPath::kInt8Dot;
+  if (c == ComputeType::kF32 && fp8_dot_used(k, w)) return GemvPath::kFp8Dot;
   return GemvPath::kFloat;
 }
 
@@ -72,6 +75,7 @@ int64_t gemv_x_floats(GemvPath p, ComputeType c, int64_t T, const WeightView& w)
   int64_t n = 0;
   if (p == GemvPath::kBf16Dot) n = (T * w.in + 1) / 2;
   if (p == GemvPath::kInt8Dot) n = static_cast<int64_t>(int8_x_bytes(T, w) + 3) / 4;
+  if (p == GemvPath::kFp8Dot) n = T * w.in;
   if (p == GemvPath::kFloat && c == ComputeType::kBf16) n = T * w.in;
   return (n + 15) / 16 * 16;
 }
@@ -84,17 +88,21 @@ struct GemvX {
   const float* x = nullptr;  // the float kernels' x: as given, or rounded to bf16
   Bf16X bf16;
   Int8X int8;
+  Fp8X fp8;
 };
 
 GemvX prepare_gemv_x(const LinearKernels& k, ComputeType c, GemvPath p, const float* x, int64_t T,
                      const WeightView& w, float* buf) {
-  GemvX g{p, T, x, {}, {}};
+  GemvX g{p, T, x, {}, {}, {}};
   if (p == GemvPath::kBf16Dot) {
     g.bf16 = Bf16X{T, w.in, bf16_x_shift(x, T * w.in, w), reinterpret_cast<uint16_t*>(buf)};
     k.round_x_bf16(x, g.bf16);
   } else if (p == GemvPath::kInt8Dot) {
     g.int8 = prepare_int8_x(T, w, buf);
     k.quantize_x(x, w, g.int8);
+  } else if (p == GemvPath::kFp8Dot) {
+    g.fp8 = Fp8X{T, w.in, bf16_x_shift(x, T * w.in, w), x, buf};
+    k.prepare_x_fp8(g.fp8);
   } else if (c == ComputeType::kBf16) {
     round_to_bf16(x, T * w.in, buf);
     g.x = buf;
@@ -107,6 +115,7 @@ void run_gemv(const LinearKernels& k, const GemvX& g, const WeightView& w, int64
   switch (g.path) {
     case GemvPath::kBf16Dot: return k.gemv_bf16(g.bf16, w, r0, r1, y);
     case GemvPath::kInt8Dot: return k.gemv_int8(g.int8, w, r0, r1, y);
+    case GemvPath::kFp8Dot: return k.gemv_fp8(g.fp8, w, r0, r1, y);
     case GemvPath::kFloat: return k.gemv(g.x, g.T, w, r0, r1, y);
   }
 }

@@ -10,6 +10,7 @@
 // Legend: T = tokens, in = input features, out = output features, kc = inputs of one block.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <type_traits>
@@ -24,6 +25,7 @@ namespace dseek::cpu {
 
 struct Int8X;  // linear_int8.h
 struct Bf16X;  // linear_bf16.h
+struct Fp8X;   // linear_fp8.h
 
 constexpr int kGemvMaxTokens = 4;
 constexpr int64_t kKc = 256;  // inputs per packed block: a [kKc, nr] float panel stays in L1/L2
@@ -55,6 +57,11 @@ struct LinearKernels {
   void (*pack_bf16)(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int64_t k, uint32_t* wp) = nullptr;
   void (*micro_bf16)(const uint32_t* xp, const uint32_t* wp, int64_t pairs, float scale, float* c, int64_t ldc,
                      bool accumulate, int m, int n) = nullptr;
+  // The float32 path for FP8 at T <= kGemvMaxTokens on GFNI byte transforms (linear_fp8.h); null
+  // where the family or the CPU has none. prepare_x_fp8 fills q.data from q.x (q.shift already
+  // set); gemv_fp8 writes y rows [r0, r1) of every token, like gemv.
+  void (*prepare_x_fp8)(const Fp8X& q) = nullptr;
+  void (*gemv_fp8)(const Fp8X& q, const WeightView& w, int64_t r0, int64_t r1, float* y) = nullptr;
   // y [in] += sum over j < n of a[j] * (row r0 + j of w, decoded): the product x^T W over a block
   // of rows (MLA's absorption q_lat = W_UK^T q_nope at decode), without the rows as floats.
   // Returns false, having written nothing, where the weights need the element-by-element
@@ -92,6 +99,77 @@ int64_t alternating_steps(int64_t i, int64_t end, int64_t width, Step&& step) {
     i += width;
   }
   return i;
+}
+
+// Column tiles of a streamed matrix-vector product. Each row's weights pass through L1 next to
+// x; once the two exceed about 24 KiB, the streaming weights evict x (L1D is 32 KiB,
+// 8-way, on Zen 4 and recent Intel cores) and x is read again from L2 for every row. So a kernel
+// walks its rows in tiles of inputs, and each tile's x stays in L1; y takes the first tile's sums
+// and adds the others'. Tile boundaries are multiples of `align` (FP8: a block, whose sum is scaled
+// once). One tile (count 1) when everything fits: the untiled walk.
+// Rows go in blocks of kTileBlockRows: every tile of a block's rows, then the next block, so the
+// reads stay within a few hundred KiB at a time. 2 threads, weights from memory, share of a plain
+// read of the same bytes at 45+ GB/s (tiled against untiled, same rounds; docs/kernels.md):
+// [36864, 7168] BF16 (V3's lm_head width) on the float kernel 78-85% against 54-79%;
+// [16384, 16384] FP8 (V3's o_proj width) on the GFNI kernel 66-72% against 42-47%; [7168, 18432]
+// BF16 on the float kernel 82% against 67%, on the bf16 kernel 71% against 63%.
+constexpr int64_t kTileBytes = 24 * 1024;
+constexpr int64_t kTileBlockRows = 16;
+
+struct ColumnTiles {
+  int64_t width = 0;  // inputs per tile (the last may be shorter)
+  int64_t count = 1;
+  // The software prefetch reads this many rows on in the walk (tiles > 1): the bytes the kernel
+  // wants next are no longer the row's own.
+  int64_t rows_ahead = 0;
+};
+
+// x_bytes per x element, w_bytes per weight (FP8 1, BF16 2, F32 4), lookahead in bytes of weights.
+// Sized for one token whatever T is: the tiles set the order of a token's float32 additions, and
+// a token must get the same bits decoded alone or in a batch (with T tokens, x's share of L1 is
+// T times larger; a batch reads each weight for all of them).
+inline ColumnTiles column_tiles(int64_t in, int64_t x_bytes, int64_t w_bytes, int64_t align, int64_t lookahead) {
+  ColumnTiles c{in, 1, 0};
+  const int64_t n = (in * (x_bytes + w_bytes) + kTileBytes - 1) / kTileBytes;
+  if (n <= 1) return c;
+  const int64_t width = ((in + n - 1) / n + align - 1) / align * align;
+  if (width >= in) return c;
+  c.width = width;
+  c.count = (in + width - 1) / width;
+  c.rows_ahead = std::max<int64_t>(1, (lookahead + width * w_bytes - 1) / (width * w_bytes));
+  return c;
+}
+
+// Calls row(r, c0, c1, ahead, first) for rows [r0, r1) over every tile: inputs [c0, c1) of row r,
+// software prefetches at ahead + (the byte offset in the row being read), first = whether this is
+// the row's first tile (y assigned, else added to). Untiled: rows in order, ahead = the row itself
+// plus `lookahead`. Tiled: per block of kTileBlockRows rows, each tile over the block's rows; ahead
+// points rows_ahead items further along that walk (later rows of the tile, then the next tile's or
+// the next block's), at the same position within the tile; past r1, at the row itself (a harmless
+// prefetch of what is being read).
+template <typename Row>
+void for_each_tile_row(const WeightView& w, int64_t r0, int64_t r1, const ColumnTiles& tiles, int64_t w_bytes,
+                       int64_t lookahead, Row&& row) {
+  const int64_t rb = w_bytes * w.in;
+  if (tiles.count == 1) {
+    for (int64_t r = r0; r < r1; ++r) row(r, int64_t{0}, w.in, w.data + r * rb + lookahead, true);
+    return;
+  }
+  for (int64_t b0 = r0; b0 < r1; b0 += kTileBlockRows) {
+    const int64_t b1 = std::min(r1, b0 + kTileBlockRows), n = b1 - b0;
+    for (int64_t k = 0; k < tiles.count; ++k) {
+      const int64_t c0 = k * tiles.width, c1 = std::min(w.in, c0 + tiles.width);
+      for (int64_t r = b0; r < b1; ++r) {
+        int64_t j = r - b0 + tiles.rows_ahead, kk = k, base = b0;  // row base + j of tile kk
+        while (j >= n && kk < tiles.count) j -= n, ++kk;
+        if (kk == tiles.count) kk = 0, base = b1;  // the next block (a full one unless it is the last)
+        const int64_t target = base + j;
+        const uint8_t* ahead =
+            target < r1 ? w.data + target * rb + (kk - k) * tiles.width * w_bytes : w.data + r * rb;
+        row(r, c0, c1, ahead, k == 0);
+      }
+    }
+  }
 }
 
 // The table of a family (must be supported by the CPU).

@@ -125,16 +125,20 @@ constexpr int64_t weight_bytes(int64_t inputs) {
   return D == DType::kF32 ? 4 * inputs : (D == DType::kBF16 || D == DType::kF16) ? 2 * inputs : inputs;
 }
 
+// Inputs [c_begin, c_end) of row r (a column tile: see column_tiles; FP8 tiles start on a block),
+// prefetching at ahead + the byte offset being read; y assigned on the row's first tile, else
+// added to.
 template <DType D, int T, bool kCheckNan>
-void gemv_stream_row(const float* x, const WeightView& w, int64_t r, float* y) {
+void gemv_stream_row(const float* x, const WeightView& w, int64_t r, int64_t c_begin, int64_t c_end,
+                     const uint8_t* ahead, bool first, float* y) {
   const int64_t in = w.in, seg = segment_len(w);
   const uint8_t* row = row_ptr(w, r);
   const RowScales<D> scales(w, r);
   V acc[T];
   float tail[T];
   for (int t = 0; t < T; ++t) acc[t] = vzero(), tail[t] = 0.0f;
-  for (int64_t c0 = 0, s = 0; c0 < in; c0 += seg, ++s) {
-    const int64_t c1 = std::min(in, c0 + seg);
+  for (int64_t c0 = c_begin, s = c_begin / seg; c0 < c_end; c0 += seg, ++s) {
+    const int64_t c1 = std::min(c_end, c0 + seg);
     const float sc = scales[s];
     float vs;
     int64_t i = c0, from = c0;  // the block's element-by-element part starts at `from`
@@ -144,7 +148,7 @@ void gemv_stream_row(const float* x, const WeightView& w, int64_t r, float* y) {
       uint32_t nan = 0;
       auto step = [&]<int H>(int64_t at, std::integral_constant<int, H>) {
         const int64_t byte = weight_bytes<D>(at);
-        if ((byte & 63) < weight_bytes<D>(kLanes)) __builtin_prefetch(row + byte + kStreamPrefetchBytes, 0, 2);
+        if ((byte & 63) < weight_bytes<D>(kLanes)) __builtin_prefetch(ahead + byte, 0, 2);
         if constexpr (D == DType::kF8E4M3 && kCheckNan) nan |= fp8_nan_bits(row, at);
         const V wv = vraw<D>(row, at);
         for (int t = 0; t < T; ++t) sacc[t][H] = vfmadd(wv, vloadu(x + t * in + at), sacc[t][H]);
@@ -161,16 +165,28 @@ void gemv_stream_row(const float* x, const WeightView& w, int64_t r, float* y) {
       for (int t = 0; t < T; ++t) tail[t] += v * x[t * in + e];
     }
   }
-  for (int t = 0; t < T; ++t) y[t * w.out + r] = vsum(acc[t]) + tail[t];
+  for (int t = 0; t < T; ++t) {
+    const float sum = vsum(acc[t]) + tail[t];
+    y[t * w.out + r] = first ? sum : y[t * w.out + r] + sum;
+  }
 }
 
 template <DType D, int T>
 void gemv_tokens(const float* x, const WeightView& w, int64_t r0, int64_t r1, float* y) {
   if constexpr (D == DType::kF8E4M3 || D == DType::kBF16 || D == DType::kF16 || D == DType::kF32) {
+    // Tiles of whole vectors, and of whole blocks for FP8.
+    const int64_t wb = weight_bytes<D>(1), align = D == DType::kF8E4M3 ? segment_len(w) : 4 * kLanes;
+    const ColumnTiles tiles = column_tiles(w.in, sizeof(float), wb, align, kStreamPrefetchBytes);
+    auto rows = [&]<bool kCheckNan>(std::bool_constant<kCheckNan>) {
+      for_each_tile_row(w, r0, r1, tiles, wb, kStreamPrefetchBytes,
+                        [&](int64_t r, int64_t c0, int64_t c1, const uint8_t* ahead, bool first) {
+                          gemv_stream_row<D, T, kCheckNan>(x, w, r, c0, c1, ahead, first, y);
+                        });
+    };
     if (D == DType::kF8E4M3 && !w.finite) {  // rows known finite skip the NaN checks
-      for (int64_t r = r0; r < r1; ++r) gemv_stream_row<D, T, true>(x, w, r, y);
+      rows(std::true_type{});
     } else {
-      for (int64_t r = r0; r < r1; ++r) gemv_stream_row<D, T, false>(x, w, r, y);
+      rows(std::false_type{});
     }
   } else {
     int64_t r = r0;

@@ -14,6 +14,7 @@
 #include "base/float_types.h"
 #include "cpu/compute_type.h"
 #include "cpu/cpu_features.h"
+#include "cpu/linear_fp8.h"
 #include "cpu/linear_int8.h"
 #include "cpu/linear_kernels.h"
 #include "linear_test_util.h"
@@ -126,6 +127,86 @@ TEST(LinearKernels, Fp8OddBlocksAndLargeScales) {
                                                   std::to_string(br) + "x" + std::to_string(bc));
     }
   }
+}
+
+// The GFNI FP8 path (linear_fp8.h), float32 compute, on the shapes it takes (in and block_cols
+// multiples of 64, FP8 blocks of 64 and 128 inputs, partial block rows), T = 1..4, with and
+// without the known-finite mark, against the reference: every byte but the NaNs (subnormal codes
+// included); x of ordinary size, with outliers that move its shift (1e30, and 1e38 with block
+// scales of 300, where scale x 2^(120 - shift) overflows and the blocks go element by element),
+// and tiny (1e-30); a NaN code in one block; a NaN and an infinity in x. On a CPU with AVX-512 and
+// GFNI the avx512 family must take the path (otherwise this is another float-path test).
+TEST(LinearKernels, Fp8GfniPathMatchesTheReference) {
+  IsaGuard guard;
+  std::mt19937 rng(31);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    const cpu::LinearKernels& k = cpu::linear_kernels(isa);
+    for (auto [out, in, br, bc] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{37, 64, 128, 64},
+                                   {40, 640, 16, 128}, {9, 1024, 128, 64}, {130, 768, 128, 128}}) {
+      for (float scale : {0.05f, 300.0f}) {
+        TestWeight t = make_weight(DType::kF8E4M3, out, in, rng, br, bc, 32, scale);
+        if (isa == Isa::kAvx512 && cpu::features().gfni) {
+          EXPECT_TRUE(cpu::fp8_dot_used(k, ops::view_of(t.w)));
+        }
+        for (int x_kind = 0; x_kind < 5; ++x_kind) {
+          for (int64_t T = 1; T <= cpu::kGemvMaxTokens; ++T) {
+            std::vector<float> x(static_cast<size_t>(T * in));
+            for (float& v : x) v = normal(rng);
+            std::string kind = "normal x";
+            if (x_kind == 1) x[static_cast<size_t>(in / 2)] = 1e30f, kind = "x with 1e30";
+            if (x_kind == 2) x.back() = -1e38f, kind = "x with -1e38";
+            if (x_kind == 3) {
+              for (float& v : x) v *= 1e-30f;
+              kind = "x of 1e-30";
+            }
+            if (x_kind == 4) x[3] = NAN, x[static_cast<size_t>(T * in - 5)] = INFINITY, kind = "x with NaN, inf";
+            for (bool finite : {false, true}) {
+              t.w.finite = finite;
+              std::vector<float> y(static_cast<size_t>(T * out), -7.0f), ref(y.size());
+              ops::linear(x.data(), T, t.w, y.data());
+              ops::linear_reference(x.data(), T, t.w, ref.data());
+              std::vector<double> tol = magnitude(x, T, t.w);
+              for (double& v : tol) v = 1e-5 * v + 1e-30;
+              expect_outputs_near(y, ref, tol, out,
+                                  name(isa, DType::kF8E4M3, out, in, T) + " blocks " + std::to_string(br) + "x" +
+                                      std::to_string(bc) + " scale " + std::to_string(scale) + ", " + kind +
+                                      (finite ? ", known finite" : ""),
+                                  "reference");
+            }
+          }
+        }
+        // A NaN code in row 3's second block: that block's outputs become NaN, the other rows not.
+        t.bytes[kMisalign + 3 * in + bc + 5] = 0x7f;
+        t.w.finite = false;
+        for (int64_t T : {1, 4}) expect_matches_reference(t.w, T, rng, name(isa, DType::kF8E4M3, out, in, T) + " NaN code");
+      }
+    }
+  }
+}
+
+// The GFNI path's x: token t's input i at fp8_x_slot within its 64-input step, times 2^shift.
+TEST(LinearKernels, Fp8GfniXLayout) {
+  const cpu::LinearKernels& k = cpu::linear_kernels(cpu::supported(Isa::kAvx512) ? Isa::kAvx512 : Isa::kScalar);
+  if (k.prepare_x_fp8 == nullptr) GTEST_SKIP() << "this CPU has no AVX-512 with GFNI";
+  std::mt19937 rng(37);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t T = 3, in = 192;
+  std::vector<float> x(T * in), data(T * in, -1.0f);
+  for (float& v : x) v = normal(rng);
+  for (int shift : {120, 7, 0, -1}) {
+    k.prepare_x_fp8(cpu::Fp8X{T, in, shift, x.data(), data.data()});
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t i = 0; i < in; ++i) {
+        const int64_t at = t * in + i / 64 * 64 + cpu::fp8_x_slot(i % 64);
+        ASSERT_EQ(data[at], std::ldexp(x[t * in + i], shift)) << "token " << t << " input " << i << " shift " << shift;
+      }
+  }
+  // The slots are a permutation of each step.
+  std::vector<int> seen(64, 0);
+  for (int64_t j = 0; j < 64; ++j) ++seen[cpu::fp8_x_slot(j)];
+  for (int64_t j = 0; j < 64; ++j) EXPECT_EQ(seen[j], 1) << "slot " << j;
 }
 
 // Group sizes other than 32 (q4 needs an even one).
@@ -286,6 +367,108 @@ void for_each_family_and_compute_type(Body&& body) {
   }
 }
 
+// The column-tiled walk (linear_kernels.h): every (row, input) exactly once, tiles on `align`,
+// `first` on each row's first tile only, and every prefetch pointer either the item rows_ahead
+// further along the walk (same position within its tile) or, near the end, the row being read.
+TEST(LinearKernels, ColumnTilesWalkEveryRowAndInputOnce) {
+  for (auto [in, x_bytes, w_bytes, align] :
+       {std::tuple<int64_t, int64_t, int64_t, int64_t>{7168, 4, 2, 64}, {7168, 4, 1, 128}, {16384, 4, 1, 128},
+        {18432, 2, 2, 64}, {300, 4, 4, 64}, {5000, 4, 4, 64}, {4096, 2, 1, 128}}) {
+    const cpu::ColumnTiles tiles = cpu::column_tiles(in, x_bytes, w_bytes, align, 8192);
+    const std::string what = "in " + std::to_string(in) + " x_bytes " + std::to_string(x_bytes) + " w_bytes " +
+                             std::to_string(w_bytes);
+    if (in * (x_bytes + w_bytes) <= cpu::kTileBytes) {
+      EXPECT_EQ(tiles.count, 1) << what;
+    } else {
+      EXPECT_GT(tiles.count, 1) << what;
+      EXPECT_EQ(tiles.width % align, 0) << what;
+      EXPECT_LE(tiles.width * (x_bytes + w_bytes), cpu::kTileBytes + align * (x_bytes + w_bytes)) << what;
+    }
+    for (auto [out, r0, r1] : {std::tuple<int64_t, int64_t, int64_t>{40, 0, 40}, {40, 3, 37}, {40, 5, 6}}) {
+      std::vector<uint8_t> data(static_cast<size_t>(out * in * w_bytes));
+      cpu::WeightView w{w_bytes == 1 ? DType::kF8E4M3 : w_bytes == 2 ? DType::kBF16 : DType::kF32, out, in,
+                        data.data()};
+      struct Item {
+        int64_t r, c0, c1;
+        const uint8_t* ahead;
+        bool first;
+      };
+      std::vector<Item> walk;
+      cpu::for_each_tile_row(w, r0, r1, tiles, w_bytes, 8192,
+                             [&](int64_t r, int64_t c0, int64_t c1, const uint8_t* ahead, bool first) {
+                               walk.push_back({r, c0, c1, ahead, first});
+                             });
+      std::vector<int> seen(static_cast<size_t>(out * in), 0);
+      const int64_t rb = in * w_bytes;
+      for (size_t n = 0; n < walk.size(); ++n) {
+        const Item& it = walk[n];
+        ASSERT_TRUE(it.r >= r0 && it.r < r1 && it.c0 < it.c1 && it.c1 <= in) << what;
+        EXPECT_EQ(it.first, it.c0 == 0) << what << " row " << it.r;
+        EXPECT_EQ(it.c0 % (tiles.count > 1 ? tiles.width : in), 0) << what;
+        for (int64_t i = it.c0; i < it.c1; ++i) ++seen[static_cast<size_t>(it.r * in + i)];
+        const uint8_t* own = w.data + it.r * rb;
+        if (tiles.count == 1) {
+          EXPECT_EQ(it.ahead, own + 8192) << what;
+          continue;
+        }
+        const size_t later = n + static_cast<size_t>(tiles.rows_ahead);
+        if (it.ahead == own) {  // nothing rows_ahead on inside [r0, r1): only in the last two blocks
+          EXPECT_GE(it.r, r1 - 2 * cpu::kTileBlockRows) << what << " item " << n;
+          continue;
+        }
+        ASSERT_LT(later, walk.size()) << what << " item " << n;
+        // Same position within the tile: at byte b of tile c0 the prefetch reads ahead + b.
+        EXPECT_EQ(it.ahead + it.c0 * w_bytes, w.data + walk[later].r * rb + walk[later].c0 * w_bytes)
+            << what << " item " << n;
+      }
+      for (int64_t r = 0; r < out; ++r)
+        for (int64_t i = 0; i < in; ++i)
+          ASSERT_EQ(seen[static_cast<size_t>(r * in + i)], r >= r0 && r < r1 ? 1 : 0) << what << " row " << r << " input " << i;
+    }
+  }
+}
+
+// Products wide enough to be walked in column tiles (x and a row past kTileBytes), on every family
+// and both compute types' float-accumulating paths: the float kernels (F32, BF16, F16, FP8), the
+// GFNI FP8 kernel and, in BF16-compute mode, the vdpbf16ps kernel (held to the float reference at
+// bf16's tolerance here, exactly in linear_bf16_test). Row ranges inside a block of kTileBlockRows,
+// a NaN code in the second tile, and linear_rows giving linear's bits.
+TEST(LinearKernels, TiledProductsMatchTheReference) {
+  IsaGuard guard;
+  std::mt19937 rng(41);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    for (auto [d, in] : {std::pair<DType, int64_t>{DType::kF32, 4096}, {DType::kBF16, 4608}, {DType::kF16, 4608},
+                         {DType::kF8E4M3, 6144}}) {
+      TestWeight t = make_weight(d, 37, in, rng);
+      EXPECT_GT(cpu::column_tiles(in, 4, d == DType::kF8E4M3 ? 1 : d == DType::kF32 ? 4 : 2, 64, 8192).count, 1);
+      for (int64_t T = 1; T <= cpu::kGemvMaxTokens; ++T) expect_matches_reference(t.w, T, rng, name(isa, d, 37, in, T) + " tiled");
+      // A token gets the same bits alone as among T (the tiles do not depend on T).
+      for (int64_t T = 2; T <= cpu::kGemvMaxTokens; ++T) {
+        std::vector<float> xs(static_cast<size_t>(T * in)), ys(static_cast<size_t>(T * 37)), y1(37);
+        for (float& v : xs) v = normal(rng);
+        ops::linear(xs.data(), T, t.w, ys.data());
+        for (int64_t tok = 0; tok < T; ++tok) {
+          ops::linear(xs.data() + tok * in, 1, t.w, y1.data());
+          EXPECT_EQ(0, std::memcmp(y1.data(), ys.data() + tok * 37, y1.size() * sizeof(float)))
+              << name(isa, d, 37, in, T) << " token " << tok << " alone";
+        }
+      }
+      std::vector<float> x(static_cast<size_t>(in));
+      for (float& v : x) v = normal(rng);
+      std::vector<float> all(37), part(20);
+      ops::linear(x.data(), 1, t.w, all.data());
+      ops::linear_rows(x.data(), t.w, 9, 20, part.data());
+      EXPECT_EQ(0, std::memcmp(part.data(), all.data() + 9, part.size() * sizeof(float))) << name(isa, d, 37, in, 1);
+      if (d == DType::kF8E4M3) {
+        t.bytes[kMisalign + 20 * in + in - 100] = 0xff;  // row 20, last tile
+        for (int64_t T : {1, 4}) expect_matches_reference(t.w, T, rng, name(isa, d, 37, in, T) + " tiled, NaN code");
+      }
+    }
+  }
+}
+
 // ops::linear_rows (one x against a range of rows, on the calling thread) runs those rows exactly
 // as ops::linear_f32 runs them for one token, on the float and the integer paths, whatever the
 // compute type (the same bits), and on the float path it equals the reference product's rows:
@@ -389,7 +572,7 @@ TEST(LinearKernels, KnownFiniteWeightsGiveTheSameBits) {
   std::mt19937 rng(23);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for_each_family_and_compute_type([&](Isa isa, cpu::ComputeType c) {
-    for (auto [out, in] : {std::pair<int64_t, int64_t>{33, 300}, {130, 520}, {7, 77}}) {
+    for (auto [out, in] : {std::pair<int64_t, int64_t>{33, 300}, {130, 520}, {7, 77}, {40, 640}}) {
       TestWeight t = make_weight(DType::kF8E4M3, out, in, rng);
       for (int64_t T : {1, 2, 3, 4, 5, 17}) {
         std::vector<float> x(static_cast<size_t>(T * in));

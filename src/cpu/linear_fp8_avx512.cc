@@ -1,0 +1,148 @@
+// The float32 FP8 matrix-vector kernel on AVX-512 with GFNI (linear_fp8.h). Compiled with the
+// avx512_gfni flags (cmake/isa.cmake); reached only through the avx512 table when the CPU
+// reports GFNI.
+// GCC 12 reports -W(maybe-)uninitialized inside its own AVX-512 headers: silenced here only.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+#include "base/check.h"
+#include "base/float_types.h"
+#include "cpu/linear_fp8.h"
+
+namespace dseek::cpu {
+namespace {
+
+using V = __m512;
+
+// As the float family's streaming rows (linear_simd-inl.h): one row at a time, each prefetched
+// into L2 this far ahead of its reads.
+constexpr int64_t kPrefetchBytes = 8192;
+
+// vgf2p8affineqb matrices (byte 7 - i of the qword selects the input bits of output bit i).
+// kHighByte: s.eeee.mmm -> s.0000.eee, the float32's bits 31..24; kLowByte: -> e.mmm.0000, bits
+// 23..16 (the exponent's last bit and the mantissa's first three).
+constexpr long long kHighByte = 0x1020400000000080ll;
+constexpr long long kLowByte = 0x0000000001020408ll;
+
+// The float32 weights of one 64-byte step, in the order of fp8_x_slot.
+struct StepWeights {
+  V w[4];
+};
+
+inline StepWeights step_weights(__m512i raw) {
+  const __m512i high = _mm512_gf2p8affine_epi64_epi8(raw, _mm512_set1_epi64(kHighByte), 0);
+  const __m512i low = _mm512_gf2p8affine_epi64_epi8(raw, _mm512_set1_epi64(kLowByte), 0);
+  const __m512i words_lo = _mm512_unpacklo_epi8(low, high), words_hi = _mm512_unpackhi_epi8(low, high);
+  const __m512i zero = _mm512_setzero_si512();
+  return {{_mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, words_lo)),
+           _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, words_lo)),
+           _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, words_hi)),
+           _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, words_hi))}};
+}
+
+// Row r for T tokens in one pass. Per block, four partial sums per token (one per weight vector
+// of a step: the multiply-adds of a step do not wait on each other), added and scaled once. A
+// block whose scale times 2^(120 - shift) is not finite goes element by element on the caller's
+// x, as the float path does; so does a block found to hold a NaN byte (only looked for with
+// kCheckNan).
+template <int T, bool kCheckNan>
+void gemv_row(const Fp8X& q, const WeightView& w, int64_t r, int64_t c_begin, int64_t c_end, const uint8_t* ahead,
+              bool first, float unshift, float* y) {
+  const int64_t in = w.in, seg = w.block_cols;
+  const uint8_t* row = row_ptr(w, r);
+  const float* scales = w.scale_inv + (r / w.block_rows) * ((in + seg - 1) / seg);
+  const __m512i ones = _mm512_set1_epi8(-1), sign = _mm512_set1_epi8(static_cast<char>(0x80));
+  V acc[T];
+  float tail[T];
+  for (int t = 0; t < T; ++t) acc[t] = _mm512_setzero_ps(), tail[t] = 0.0f;
+  for (int64_t c0 = c_begin, s = c_begin / seg; c0 < c_end; c0 += seg, ++s) {
+    const int64_t c1 = std::min(c_end, c0 + seg);
+    const float sc = scales[s], vs = sc * unshift;
+    if (std::isfinite(vs)) {
+      V part[T][4];
+      for (int t = 0; t < T; ++t)
+        for (int k = 0; k < 4; ++k) part[t][k] = _mm512_setzero_ps();
+      __mmask64 nan = 0;
+      for (int64_t i = c0; i < c1; i += kFp8Step) {
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + i), _MM_HINT_T1);
+        const __m512i raw = _mm512_loadu_si512(row + i);
+        if constexpr (kCheckNan) nan |= _mm512_cmpeq_epi8_mask(_mm512_or_si512(raw, sign), ones);  // S.1111.111
+        const StepWeights sw = step_weights(raw);
+        for (int t = 0; t < T; ++t) {
+          const float* xt = q.data + t * in + i;
+          for (int k = 0; k < 4; ++k) part[t][k] = _mm512_fmadd_ps(sw.w[k], _mm512_loadu_ps(xt + 16 * k), part[t][k]);
+        }
+      }
+      if (nan == 0) {
+        const V sv = _mm512_set1_ps(vs);
+        for (int t = 0; t < T; ++t) {
+          const V sum = _mm512_add_ps(_mm512_add_ps(part[t][0], part[t][1]), _mm512_add_ps(part[t][2], part[t][3]));
+          acc[t] = _mm512_fmadd_ps(sum, sv, acc[t]);
+        }
+        continue;
+      }
+    }
+    for (int64_t e = c0; e < c1; ++e) {
+      const float v = fp8e4m3_to_f32(row[e]) * sc;
+      for (int t = 0; t < T; ++t) tail[t] += v * q.x[t * in + e];
+    }
+  }
+  for (int t = 0; t < T; ++t) {
+    const float sum = _mm512_reduce_add_ps(acc[t]) + tail[t];
+    y[t * w.out + r] = first ? sum : y[t * w.out + r] + sum;
+  }
+}
+
+}  // namespace
+
+void avx512_fp8_prepare_x(const Fp8X& q) {
+  DSEEK_CHECK(q.in % kFp8Step == 0, "fp8 x of {} inputs: not a multiple of {}", q.in, kFp8Step);
+  const V scale = _mm512_set1_ps(std::ldexp(1.0f, q.shift));
+  for (int64_t t = 0; t < q.T; ++t) {
+    const float* src = q.x + t * q.in;
+    float* dst = q.data + t * q.in;
+    for (int64_t s = 0; s < q.in; s += kFp8Step) {
+      // Vector L holds inputs 16 L + [0, 16); output vector k takes 128-bit piece k of each (a
+      // 4 x 4 transpose of 128-bit pieces): inputs 16 L + 4 k + [0, 4) in its lane L.
+      V v[4];
+      for (int l = 0; l < 4; ++l) v[l] = _mm512_mul_ps(_mm512_loadu_ps(src + s + 16 * l), scale);
+      const V a = _mm512_shuffle_f32x4(v[0], v[1], 0x44), b = _mm512_shuffle_f32x4(v[2], v[3], 0x44);
+      const V c = _mm512_shuffle_f32x4(v[0], v[1], 0xEE), d = _mm512_shuffle_f32x4(v[2], v[3], 0xEE);
+      _mm512_storeu_ps(dst + s, _mm512_shuffle_f32x4(a, b, 0x88));
+      _mm512_storeu_ps(dst + s + 16, _mm512_shuffle_f32x4(a, b, 0xDD));
+      _mm512_storeu_ps(dst + s + 32, _mm512_shuffle_f32x4(c, d, 0x88));
+      _mm512_storeu_ps(dst + s + 48, _mm512_shuffle_f32x4(c, d, 0xDD));
+    }
+  }
+}
+
+void avx512_fp8_gemv(const Fp8X& q, const WeightView& w, int64_t r0, int64_t r1, float* y) {
+  DSEEK_CHECK(w.dtype == DType::kF8E4M3 && w.in == q.in && w.in % kFp8Step == 0 && w.block_cols % kFp8Step == 0,
+              "fp8 gemv on a {} weight of {} inputs, blocks of {}", dtype_name(w.dtype), w.in, w.block_cols);
+  // Once per call, not per row (a libm call).
+  const float unshift = std::ldexp(1.0f, 120 - q.shift);
+  with_gemv_tokens(q.T, [&](auto t) {
+    constexpr int kT = decltype(t)::value;
+    // A row at a time (see kPrefetchBytes), in column tiles when x and a row outgrow L1 (whole
+    // blocks). Rows known finite skip the NaN checks.
+    const ColumnTiles tiles = column_tiles(w.in, sizeof(float), 1, w.block_cols, kPrefetchBytes);
+    auto rows = [&]<bool kCheckNan>(std::bool_constant<kCheckNan>) {
+      for_each_tile_row(w, r0, r1, tiles, 1, kPrefetchBytes,
+                        [&](int64_t r, int64_t c0, int64_t c1, const uint8_t* ahead, bool first) {
+                          gemv_row<kT, kCheckNan>(q, w, r, c0, c1, ahead, first, unshift, y);
+                        });
+    };
+    if (!w.finite) {
+      rows(std::true_type{});
+    } else {
+      rows(std::false_type{});
+    }
+  });
+}
+
+}  // namespace dseek::cpu
