@@ -60,8 +60,7 @@ inline V dot(V acc, __m512i w, __m512i x) { return _mm512_dpbf16_ps(acc, (__m512
 // inputs past the last multiple of 32 of a block.
 // x_unit = 2^-shift undoes x's shift; unshift also undoes FP8's 2^-120 (see gemv_t).
 template <DType D, int T, bool kCheckNan>
-void gemv_row(const Bf16X& x, const WeightView& w, int64_t r, int64_t c_begin, int64_t c_end, const uint8_t* ahead,
-              bool first, float x_unit, float unshift, float* y) {
+void gemv_row(const Bf16X& x, const WeightView& w, int64_t r, float x_unit, float unshift, float* y) {
   constexpr bool kFp8 = D == DType::kF8E4M3;
   const int64_t in = w.in, seg = kFp8 ? w.block_cols : in;
   const uint8_t* row = row_ptr(w, r);
@@ -69,8 +68,8 @@ void gemv_row(const Bf16X& x, const WeightView& w, int64_t r, int64_t c_begin, i
   V acc[T];
   float tail[T];
   for (int t = 0; t < T; ++t) acc[t] = vzero(), tail[t] = 0.0f;
-  for (int64_t c0 = c_begin, s = c_begin / seg; c0 < c_end; c0 += seg, ++s) {
-    const int64_t c1 = std::min(c_end, c0 + seg);
+  for (int64_t c0 = 0, s = 0; c0 < in; c0 += seg, ++s) {
+    const int64_t c1 = std::min(in, c0 + seg);
     const float sc = kFp8 ? scales[s] : 1.0f;
     int64_t i = c0, from = c0;  // the block's element-by-element part starts at `from`
     if (std::isfinite(sc * unshift)) {
@@ -82,7 +81,7 @@ void gemv_row(const Bf16X& x, const WeightView& w, int64_t r, int64_t c_begin, i
       // 32 inputs into partial sum H (a constant: the sums must stay in registers).
       auto step = [&]<int H>(int64_t at, std::integral_constant<int, H>) {
         if (!kFp8 || H == 0)  // one cache line of the row per 64 bytes read
-          _mm_prefetch(reinterpret_cast<const char*>(ahead + (kFp8 ? at : 2 * at)), _MM_HINT_T1);
+          _mm_prefetch(reinterpret_cast<const char*>(row + (kFp8 ? at : 2 * at) + kPrefetchBytes<D>), _MM_HINT_T1);
         const __m512i wv = weight_bits<D, kCheckNan>(row, at, &nan);
         for (int t = 0; t < T; ++t) sacc[t][H] = dot(sacc[t][H], wv, _mm512_loadu_si512(x.data + t * in + at));
       };
@@ -98,10 +97,7 @@ void gemv_row(const Bf16X& x, const WeightView& w, int64_t r, int64_t c_begin, i
       for (int t = 0; t < T; ++t) tail[t] += v * (bf16_to_f32(x.data[t * in + e]) * x_unit);
     }
   }
-  for (int t = 0; t < T; ++t) {
-    const float sum = vsum(acc[t]) + tail[t];
-    y[t * w.out + r] = first ? sum : y[t * w.out + r] + sum;
-  }
+  for (int t = 0; t < T; ++t) y[t * w.out + r] = vsum(acc[t]) + tail[t];
 }
 
 template <DType D>
@@ -113,20 +109,10 @@ void gemv_t(const Bf16X& x, const WeightView& w, int64_t r0, int64_t r1, float* 
     constexpr int kT = decltype(t)::value;
     // A row at a time: see kPrefetchBytes. Rows known finite skip the NaN checks: 27 GB/s a core
     // against 22-23 with them, on an L2-resident V3 expert (one thread, T = 1).
-    // In column tiles when x and a row outgrow L1 (column_tiles; FP8: whole blocks).
-    constexpr int64_t wb = D == DType::kBF16 ? 2 : 1;
-    const ColumnTiles tiles = column_tiles(w.in, sizeof(uint16_t), wb, D == DType::kBF16 ? 64 : w.block_cols,
-                                           kPrefetchBytes<D>);
-    auto rows = [&]<bool kCheckNan>(std::bool_constant<kCheckNan>) {
-      for_each_tile_row(w, r0, r1, tiles, wb, kPrefetchBytes<D>,
-                        [&](int64_t r, int64_t c0, int64_t c1, const uint8_t* ahead, bool first) {
-                          gemv_row<D, kT, kCheckNan>(x, w, r, c0, c1, ahead, first, x_unit, unshift, y);
-                        });
-    };
     if (D == DType::kF8E4M3 && !w.finite) {
-      rows(std::true_type{});
+      for (int64_t r = r0; r < r1; ++r) gemv_row<D, kT, true>(x, w, r, x_unit, unshift, y);
     } else {
-      rows(std::false_type{});
+      for (int64_t r = r0; r < r1; ++r) gemv_row<D, kT, false>(x, w, r, x_unit, unshift, y);
     }
   });
 }

@@ -112,7 +112,8 @@ int64_t alternating_steps(int64_t i, int64_t end, int64_t width, Step&& step) {
 // read of the same bytes at 45+ GB/s (tiled against untiled, same rounds; docs/kernels.md):
 // [36864, 7168] BF16 (V3's lm_head width) on the float kernel 78-85% against 54-79%;
 // [16384, 16384] FP8 (V3's o_proj width) on the GFNI kernel 66-72% against 42-47%; [7168, 18432]
-// BF16 on the float kernel 82% against 67%, on the bf16 kernel 71% against 63%.
+// BF16 on the float kernel 82% against 67%. The vdpbf16ps kernel (bf16 x) is not tiled: on
+// v3-slice-fp8 --dtype bf16 decode, tiling it lost 12 points of bandwidth in fast memory.
 constexpr int64_t kTileBytes = 24 * 1024;
 constexpr int64_t kTileBlockRows = 16;
 

@@ -182,20 +182,6 @@ TEST(LinearBf16, ThreadedShapes) {
   });
 }
 
-// Rows wide enough that x (bf16) and a row outgrow L1, so the vdpbf16ps kernel walks them in
-// column tiles (linear_kernels.h: y assigned by the first tile, added to by the others).
-TEST(LinearBf16, ColumnTiledRows) {
-  std::mt19937 rng(13);
-  each_family([&](Isa isa) {
-    for (auto [d, in] : {std::pair<DType, int64_t>{DType::kBF16, 8192}, {DType::kF8E4M3, 12288}}) {
-      TestWeight t = make_weight(d, 37, in, rng);
-      EXPECT_GT(cpu::column_tiles(in, 2, d == DType::kBF16 ? 2 : 1, 128, 8192).count, 1);
-      for (int64_t T = 1; T <= cpu::kGemvMaxTokens; ++T)
-        expect_matches_twin(t.w, T, normal_x(T * in, rng), name(isa, d, 37, in, T) + " tiled");
-    }
-  });
-}
-
 TEST(LinearBf16, Shift) {
   LinearWeight w;
   w.dtype = DType::kF8E4M3;
