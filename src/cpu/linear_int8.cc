@@ -2,11 +2,11 @@
 // quantized activations and the weight-scale tables go (the layout in linear_int8.h).
 #include "cpu/linear_int8.h"
 
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
 #include "base/check.h"
+#include "cpu/env_switch.h"
 
 namespace dseek::cpu {
 namespace {
@@ -32,7 +32,7 @@ Sizes sizes(int64_t T, const WeightView& w) {
   return s;
 }
 
-std::atomic<int> g_enabled{-1};  // -1: not read from the environment yet
+EnvSwitch g_int8_dot("DSEEK_INT8_DOT");
 
 }  // namespace
 
@@ -92,17 +92,9 @@ float int8_x_scale(const Int8X& x, int64_t t, int64_t i) {
   return x.scale[(t * x.chunks + i / x.chunk_in) * kInt8Lanes + int8_x_lane(x, i)];
 }
 
-bool int8_dot_enabled() {
-  int e = g_enabled.load(std::memory_order_relaxed);
-  if (e < 0) {
-    const char* env = std::getenv("DSEEK_INT8_DOT");
-    e = env != nullptr && std::strcmp(env, "0") == 0 ? 0 : 1;
-    g_enabled.store(e, std::memory_order_relaxed);
-  }
-  return e == 1;
-}
+bool int8_dot_enabled() { return g_int8_dot.on(); }
 
-void set_int8_dot(bool on) { g_enabled.store(on ? 1 : 0, std::memory_order_relaxed); }
+void set_int8_dot(bool on) { g_int8_dot.set(on); }
 
 bool int8_dot_used(const LinearKernels& k, const WeightView& w) {
   return k.gemv_int8 != nullptr && (w.dtype == DType::kI8 || w.dtype == DType::kU8) && w.group_size > 0 &&

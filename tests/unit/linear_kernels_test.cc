@@ -55,6 +55,15 @@ struct IsaGuard {
 };
 
 const int64_t kTokens[] = {1, 2, 3, 5, 17, 64, 130};
+
+// Runs body(isa, the family's table) with each family this CPU has active.
+template <typename Body>
+void for_each_family(Body&& body) {
+  for (Isa isa : cpu::supported_isas()) {
+    cpu::set_active_isa(isa);
+    body(isa, cpu::linear_kernels(isa));
+  }
+}
 const int64_t kOuts[] = {1, 7, 33};
 
 std::string name(Isa isa, DType d, int64_t out, int64_t in, int64_t T) {
@@ -140,9 +149,7 @@ TEST(LinearKernels, Fp8GfniPathMatchesTheReference) {
   IsaGuard guard;
   std::mt19937 rng(31);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
-    const cpu::LinearKernels& k = cpu::linear_kernels(isa);
+  for_each_family([&](Isa isa, const cpu::LinearKernels& k) {
     for (auto [out, in, br, bc] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{37, 64, 128, 64},
                                    {40, 640, 16, 128}, {9, 1024, 128, 64}, {130, 768, 128, 128}}) {
       for (float scale : {0.05f, 300.0f}) {
@@ -183,7 +190,7 @@ TEST(LinearKernels, Fp8GfniPathMatchesTheReference) {
         for (int64_t T : {1, 4}) expect_matches_reference(t.w, T, rng, name(isa, DType::kF8E4M3, out, in, T) + " NaN code");
       }
     }
-  }
+  });
 }
 
 // The GFNI path's x: token t's input i at fp8_x_slot within its 64-input step, times 2^shift.
@@ -280,9 +287,7 @@ TEST(LinearKernels, AccumulateRowsMatchesTheReference) {
   IsaGuard guard;
   std::mt19937 rng(21);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (Isa isa : cpu::supported_isas()) {
-    cpu::set_active_isa(isa);
-    const cpu::LinearKernels& k = cpu::linear_kernels(isa);
+  for_each_family([&](Isa isa, const cpu::LinearKernels& k) {
     for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8})
       for (int64_t in : {512, 96, 160, 130}) {
         if ((d == DType::kI8 || d == DType::kU8) && in % 32 != 0) continue;
@@ -318,7 +323,7 @@ TEST(LinearKernels, AccumulateRowsMatchesTheReference) {
           }
         }
       }
-  }
+  });
 }
 
 // NaN codes, infinite weights and non-finite group scales: accumulate_rows gives NaN and
