@@ -20,6 +20,7 @@ struct CpuFeatures {
   bool avx512_bf16 = false;  // vdpbf16ps
   bool avx512_vnni = false;  // vpdpbusd
   bool gfni = false;         // vgf2p8affineqb (with AVX-512: on 512-bit vectors)
+  bool amd = false;          // vendor AuthenticAMD
 };
 
 // Read once with cpuid (and xgetbv: the OS must save the wide registers).

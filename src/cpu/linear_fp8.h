@@ -41,7 +41,9 @@ struct Fp8X {
 constexpr int64_t fp8_x_slot(int64_t j) { return 16 * ((j % 16) / 4) + 4 * (j / 16) + j % 4; }
 
 // DSEEK_FP8_DOT=0 in the environment (read once) or set_fp8_dot(false) keeps FP8 on the float
-// family's path (comparisons, benchmarks); on by default.
+// family's path (comparisons, benchmarks), DSEEK_FP8_DOT=1 or set_fp8_dot(true) takes this one. By
+// default on for AMD CPUs only: FP8's subnormal codes become float32 denormals, which AMD's cores
+// multiply at full speed and Intel's through microcode assists (not measured here).
 bool fp8_dot_enabled();
 void set_fp8_dot(bool on);
 

@@ -5,6 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "cpu/env_switch.h"
 
 namespace dseek::cpu {
 namespace {
@@ -41,6 +46,42 @@ TEST(CpuFeatures, NamesAreTheEnvironmentValues) {
   EXPECT_EQ(isa_name(Isa::kScalar), "scalar");
   EXPECT_EQ(isa_name(Isa::kAvx2), "avx2");
   EXPECT_EQ(isa_name(Isa::kAvx512), "avx512");
+}
+
+// The vendor and GFNI bits agree with the kernel's own account of the CPU.
+TEST(CpuFeatures, VendorAndGfniMatchProcCpuinfo) {
+  std::ifstream in("/proc/cpuinfo");
+  if (!in) GTEST_SKIP() << "no /proc/cpuinfo";
+  std::string line, vendor, flags;
+  while (std::getline(in, line) && (vendor.empty() || flags.empty())) {
+    if (line.rfind("vendor_id", 0) == 0 && vendor.empty()) vendor = line.substr(line.find(':') + 2);
+    if (line.rfind("flags", 0) == 0 && flags.empty()) flags = " " + line.substr(line.find(':') + 2) + " ";
+  }
+  EXPECT_EQ(features().amd, vendor == "AuthenticAMD") << vendor;
+  if (features().avx2) {
+    EXPECT_EQ(features().gfni, flags.find(" gfni ") != std::string::npos);
+  }
+}
+
+// "0" turns a switch off, "1" on; unset or anything else gives the default (on without one).
+TEST(EnvSwitch, ZeroOneOrTheDefault) {
+  auto no = [] { return false; };
+  auto yes = [] { return true; };
+  ::setenv("DSEEK_TEST_SWITCH_A", "0", 1);
+  ::setenv("DSEEK_TEST_SWITCH_B", "1", 1);
+  ::setenv("DSEEK_TEST_SWITCH_C", "yes", 1);
+  ::unsetenv("DSEEK_TEST_SWITCH_D");
+  EnvSwitch a("DSEEK_TEST_SWITCH_A", yes), b("DSEEK_TEST_SWITCH_B", no), c("DSEEK_TEST_SWITCH_C", no),
+      d("DSEEK_TEST_SWITCH_D"), e("DSEEK_TEST_SWITCH_D", no);
+  EXPECT_FALSE(a.on());
+  EXPECT_TRUE(b.on());
+  EXPECT_FALSE(c.on());
+  EXPECT_TRUE(d.on());
+  EXPECT_FALSE(e.on());
+  e.set(true);
+  EXPECT_TRUE(e.on());
+  ::setenv("DSEEK_TEST_SWITCH_A", "1", 1);  // read once: the first reading stays
+  EXPECT_FALSE(a.on());
 }
 
 }  // namespace

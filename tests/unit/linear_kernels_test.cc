@@ -46,12 +46,13 @@ void expect_matches_reference(const LinearWeight& w, int64_t T, std::mt19937& rn
 }
 
 // Also forces the float path for q8/q4: the integer dot-product path (AVX-512 VNNI) quantizes x,
-// so it is held to its own twin in linear_int8_test.cc, not to this tolerance.
+// so it is held to its own twin in linear_int8_test.cc, not to this tolerance. And turns the GFNI
+// FP8 path on (by default on AMD CPUs only), so that it is tested wherever the CPU has it.
 struct IsaGuard {
   Isa saved = cpu::active_isa();
-  bool int8 = cpu::int8_dot_enabled();
-  IsaGuard() { cpu::set_int8_dot(false); }
-  ~IsaGuard() { cpu::set_active_isa(saved), cpu::set_int8_dot(int8); }
+  bool int8 = cpu::int8_dot_enabled(), fp8 = cpu::fp8_dot_enabled();
+  IsaGuard() { cpu::set_int8_dot(false), cpu::set_fp8_dot(true); }
+  ~IsaGuard() { cpu::set_active_isa(saved), cpu::set_int8_dot(int8), cpu::set_fp8_dot(fp8); }
 };
 
 const int64_t kTokens[] = {1, 2, 3, 5, 17, 64, 130};
