@@ -13,6 +13,8 @@
 #include "bench/bench.h"
 #include "commands.h"
 #include "cpu/compute_type.h"
+#include "cpu/cpu_features.h"
+#include "cpu/linear_kernels.h"
 #include "generation_setup.h"
 #include "model/model_info.h"
 #include "runtime/loader.h"
@@ -50,6 +52,7 @@ Status run_bench(const BenchArgs& a) {
   DSEEK_RETURN_IF_ERROR(apply_cache_type(a.cache_type_k, *m));
   DSEEK_RETURN_IF_ERROR(apply_dtype(a.dtype));
   r.compute_type = std::string(cpu::compute_type_name(cpu::active_compute_type()));
+  r.kernels = cpu::describe_linear_kernels(cpu::linear_kernels(cpu::active_isa()), cpu::active_compute_type());
   const model::ModelConfig& c = m->config();
   r.architecture = c.architecture;
   const model::ModelInfo info = model::compute_model_info(m->weights());

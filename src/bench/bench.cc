@@ -157,7 +157,7 @@ std::string format_report(const Report& r) {
   std::string s;
   s += fmt::format("model:       {} ({}), weights {}, {}, loaded in {:.1f} s\n", r.model_dir, r.architecture, dtypes,
                    r.weights_in_memory ? "copied into memory (--no-mmap)" : "mapped from the files", r.load_seconds);
-  s += fmt::format("threads:     {}, compute {}\n", r.threads, r.compute_type);
+  s += fmt::format("threads:     {}, compute {}, kernels {}\n", r.threads, r.compute_type, r.kernels);
   if (o.context > 0)
     s += fmt::format("context:     {} tokens {} first ({:.2f} s, not timed below)\n", o.context,
                      o.random_context ? "of random cache rows written" : "prefilled", r.run.context_seconds);
@@ -274,6 +274,7 @@ std::string report_json(const Report& r) {
       {"kv_cache_bytes", r.run.kv_cache_bytes},
       {"kv_cache_type", r.run.kv_cache_type},
       {"compute_type", r.compute_type},
+      {"kernels", r.kernels},
       {"kv_bytes_per_token", r.run.kv_bytes_per_token},
       {"kv_resident_bytes", r.run.kv_resident_bytes},
       {"load_average_1m", r.load_average_1m},

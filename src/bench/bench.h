@@ -76,6 +76,7 @@ struct Report {
   std::string model_dir, architecture;
   int threads = 0;
   std::string compute_type = "f32";  // --dtype: f32 | bf16
+  std::string kernels;               // cpu::describe_linear_kernels of the active family
   RunOptions options;
   RunResult run;
   double load_seconds = 0;

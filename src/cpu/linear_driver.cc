@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "base/check.h"
@@ -373,6 +374,16 @@ void linear_batch_with(const LinearKernels& k, ComputeType c, std::span<const Li
       }
     });
   }
+}
+
+std::string describe_linear_kernels(const LinearKernels& k, ComputeType c) {
+  std::vector<std::string> paths;
+  if (c == ComputeType::kBf16 && k.gemv_bf16 != nullptr) paths.push_back("BF16/FP8 on vdpbf16ps");
+  if (c == ComputeType::kF32 && k.gemv_fp8 != nullptr && fp8_dot_enabled()) paths.push_back("FP8 on GFNI");
+  if (k.gemv_int8 != nullptr && int8_dot_enabled()) paths.push_back("q8/q4 on VNNI int8");
+  std::string s(isa_name(k.isa));
+  for (size_t i = 0; i < paths.size(); ++i) s += (i == 0 ? " (decode: " : ", ") + paths[i];
+  return paths.empty() ? s : s + ")";
 }
 
 void linear(const float* x, int64_t T, const WeightView& w, float* y) {

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <type_traits>
 
 #include "base/check.h"
@@ -208,6 +209,11 @@ struct LinearJob {
 void linear_batch_with(const LinearKernels& k, ComputeType c, std::span<const LinearJob> jobs);
 // With the active family and compute type.
 void linear_batch(std::span<const LinearJob> jobs);
+
+// k's family and the optional matrix-vector paths it takes at decode with compute type c on this
+// CPU and with the current switches (DSEEK_INT8_DOT, DSEEK_FP8_DOT), for reports: e.g.
+// "avx512 (decode: FP8 on GFNI, q8/q4 on VNNI int8)", or "scalar".
+std::string describe_linear_kernels(const LinearKernels& k, ComputeType c);
 
 // Per-family tables (defined in linear_{scalar,avx2,avx512}.cc).
 const LinearKernels& scalar_linear_kernels();

@@ -150,6 +150,40 @@ TEST(BenchCli, CacheTypeSpellingsAndRandomContext) {
   EXPECT_NE(fill.err.find("ctx-fill"), std::string::npos) << fill.err;
 }
 
+// The report names the kernel family and the optional decode paths in use: DSEEK_ISA picks the
+// family, DSEEK_FP8_DOT=0 / DSEEK_INT8_DOT=0 switch their paths off, and --dtype bf16 names the
+// vdpbf16ps path instead of GFNI where the CPU has it.
+TEST(BenchCli, NamesTheKernelsInUse) {
+  auto kernels = [](const std::string& env, const std::string& flags) {
+    const CommandResult r = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --bw-mib 16 --json " + flags);
+    EXPECT_EQ(r.exit_code, 0) << env << ": " << r.err;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out)["kernels"].get<std::string>() : std::string();
+  };
+  ::setenv("DSEEK_ISA", "scalar", 1);
+  EXPECT_EQ(kernels("scalar", ""), "scalar");
+  ::unsetenv("DSEEK_ISA");
+  const std::string best = kernels("default", "");
+  EXPECT_TRUE(best.rfind("avx512", 0) == 0 || best.rfind("avx2", 0) == 0 || best == "scalar") << best;
+  ::setenv("DSEEK_FP8_DOT", "0", 1);
+  ::setenv("DSEEK_INT8_DOT", "0", 1);
+  const std::string plain = kernels("no optional paths", "");
+  EXPECT_EQ(plain.find("GFNI"), std::string::npos) << plain;
+  EXPECT_EQ(plain.find("VNNI"), std::string::npos) << plain;
+  EXPECT_EQ(plain.find("decode:"), std::string::npos) << plain;
+  ::unsetenv("DSEEK_INT8_DOT");
+  ::setenv("DSEEK_FP8_DOT", "1", 1);
+  const std::string f32 = kernels("fp8 on", ""), bf16 = kernels("fp8 on, bf16", "--dtype bf16");
+  ::unsetenv("DSEEK_FP8_DOT");
+  if (f32.find("GFNI") != std::string::npos) {
+    EXPECT_EQ(bf16.find("GFNI"), std::string::npos) << bf16;  // bf16 compute: the vdpbf16ps path
+  }
+  if (bf16.find("vdpbf16ps") != std::string::npos) {
+    EXPECT_EQ(f32.find("vdpbf16ps"), std::string::npos) << f32;
+  }
+  const CommandResult text = run_dseek("bench -m " + kTinyV3 + " -p 4 -n 2 --bw-mib 16");
+  EXPECT_NE(text.out.find("kernels " + best), std::string::npos) << text.out;
+}
+
 // --dtype as vLLM spells it: the report names the compute type; an unknown one is an error that
 // names the flag.
 TEST(BenchCli, ComputeTypeFlag) {
