@@ -246,18 +246,31 @@ int main(int argc, char** argv) {
   std::printf("\none core, per CPU-second (robust under load): FMA %.1f GFLOP/s\n", core_fma / 1e9);
   std::printf("matvec [out 128, in 1024] GB/s per core: %-8s", "format");
   for (cpu::Isa isa : cpu::supported_isas()) std::printf(" %9s T=1 T=4", std::string(cpu::isa_name(isa)).c_str());
-  // The integer dot-product path (q8/q4, AVX-512 VNNI), x quantization included.
-  const cpu::LinearKernels* int8k =
-      cpu::supported(cpu::Isa::kAvx512) && cpu::linear_kernels(cpu::Isa::kAvx512).gemv_int8 != nullptr
-          ? &cpu::linear_kernels(cpu::Isa::kAvx512)
-          : nullptr;
-  if (int8k != nullptr) std::printf(" %9s T=1 T=4 (kernel only)", "int8");
-  // The GFNI FP8 path (float32 compute), x preparation included.
-  const cpu::LinearKernels* fp8k =
-      cpu::supported(cpu::Isa::kAvx512) && cpu::linear_kernels(cpu::Isa::kAvx512).gemv_fp8 != nullptr
-          ? &cpu::linear_kernels(cpu::Isa::kAvx512)
-          : nullptr;
-  if (fp8k != nullptr) std::printf(" %9s T=1 T=4 (kernel only)", "gfni");
+  // The paths with a prepared x, on the AVX-512 table where the CPU has them: the integer
+  // dot-product path (q8/q4, VNNI; x quantized) and the GFNI FP8 path (float32; x scaled and
+  // permuted).
+  const cpu::LinearKernels* avx512k =
+      cpu::supported(cpu::Isa::kAvx512) ? &cpu::linear_kernels(cpu::Isa::kAvx512) : nullptr;
+  const bool int8_path = avx512k != nullptr && avx512k->gemv_int8 != nullptr;
+  const bool gfni_path = avx512k != nullptr && avx512k->gemv_fp8 != nullptr;
+  if (int8_path) std::printf(" %9s T=1 T=4 (kernel only)", "int8");
+  if (gfni_path) std::printf(" %9s T=1 T=4 (kernel only)", "gfni");
+  // One such path's columns: T = 1 and 4 with x's preparation timed, then the kernel alone.
+  auto prepared_x_row = [&](const char* name, const Weight& m, auto&& prepare, auto&& kernel) {
+    std::printf("  %-6s", name);
+    for (bool whole : {true, false})
+      for (int64_t T : {1, 4}) {
+        prepare(T);
+        const double s = best_cpu_time(200, [&] {
+          for (int rep = 0; rep < 10; ++rep) {
+            if (whole) prepare(T);
+            kernel(T);
+          }
+        });
+        const char* fmt = whole ? " %6.1f" : T == 1 ? " (%5.1f" : " %5.1f)";
+        std::printf(fmt, 10.0 * static_cast<double>(m.bytes) / s / 1e9);
+      }
+  };
   std::printf("\n");
   for (DType d : dtypes) {
     if (!matvec) break;
@@ -275,42 +288,30 @@ int main(int argc, char** argv) {
         std::printf(" %6.1f", 10.0 * static_cast<double>(m.bytes) / s / 1e9);
       }
     }
-    if (int8k != nullptr && (d == DType::kI8 || d == DType::kU8)) {
+    if (int8_path && (d == DType::kI8 || d == DType::kU8)) {
       const cpu::WeightView v = ops::view_of(m.w);
       std::vector<float> buf((cpu::int8_x_bytes(4, v) + 3) / 4 + 16);
       void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) / 64 * 64);
-      std::printf("  %-6s", "int8");
-      for (bool whole : {true, false})
-        for (int64_t T : {1, 4}) {
-          const cpu::Int8X q = cpu::prepare_int8_x(T, v, aligned);
-          int8k->quantize_x(x.data(), v, q);
-          const double s = best_cpu_time(200, [&] {
-            for (int rep = 0; rep < 10; ++rep) {
-              if (whole) int8k->quantize_x(x.data(), v, cpu::prepare_int8_x(T, v, aligned));
-              int8k->gemv_int8(q, v, 0, 128, y.data());
-            }
-          });
-          const char* fmt = whole ? " %6.1f" : T == 1 ? " (%5.1f" : " %5.1f)";
-          std::printf(fmt, 10.0 * static_cast<double>(m.bytes) / s / 1e9);
-        }
+      cpu::Int8X q;
+      prepared_x_row(
+          "int8", m,
+          [&](int64_t T) {
+            q = cpu::prepare_int8_x(T, v, aligned);
+            avx512k->quantize_x(x.data(), v, q);
+          },
+          [&](int64_t) { avx512k->gemv_int8(q, v, 0, 128, y.data()); });
     }
-    if (fp8k != nullptr && d == DType::kF8E4M3) {
+    if (gfni_path && d == DType::kF8E4M3) {
       const cpu::WeightView v = ops::view_of(m.w);
       std::vector<float> buf(4 * 1024);
-      std::printf("  %-6s", "gfni");
-      for (bool whole : {true, false})
-        for (int64_t T : {1, 4}) {
-          const cpu::Fp8X q{T, 1024, 120, x.data(), buf.data()};
-          fp8k->prepare_x_fp8(q);
-          const double s = best_cpu_time(200, [&] {
-            for (int rep = 0; rep < 10; ++rep) {
-              if (whole) fp8k->prepare_x_fp8(q);
-              fp8k->gemv_fp8(q, v, 0, 128, y.data());
-            }
-          });
-          const char* fmt = whole ? " %6.1f" : T == 1 ? " (%5.1f" : " %5.1f)";
-          std::printf(fmt, 10.0 * static_cast<double>(m.bytes) / s / 1e9);
-        }
+      cpu::Fp8X q;
+      prepared_x_row(
+          "gfni", m,
+          [&](int64_t T) {
+            q = cpu::Fp8X{T, 1024, 120, x.data(), buf.data()};
+            avx512k->prepare_x_fp8(q);
+          },
+          [&](int64_t) { avx512k->gemv_fp8(q, v, 0, 128, y.data()); });
     }
     std::printf("\n");
   }

@@ -99,7 +99,7 @@ void accumulate_rows(const LinearWeight& w, int64_t r0, int64_t n, const float* 
   block.resize(static_cast<size_t>(kRows * w.in));
   for (int64_t j0 = 0; j0 < n; j0 += kRows) {
     const int64_t m = std::min(kRows, n - j0);
-    k.decode_block(view_of(w), r0 + j0, m, 0, w.in, block.data(), w.in);
+    decode_rows_fast(w, r0 + j0, m, block.data());
     for (int64_t j = 0; j < m; ++j) axpy(a[j0 + j], block.data() + j * w.in, y, w.in);
   }
 }
