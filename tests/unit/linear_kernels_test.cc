@@ -434,11 +434,10 @@ TEST(LinearKernels, ColumnTilesWalkEveryRowAndInputOnce) {
   }
 }
 
-// Products wide enough to be walked in column tiles (x and a row past kTileBytes), on every family
-// and both compute types' float-accumulating paths: the float kernels (F32, BF16, F16, FP8), the
-// GFNI FP8 kernel and, in BF16-compute mode, the vdpbf16ps kernel (held to the float reference at
-// bf16's tolerance here, exactly in linear_bf16_test). Row ranges inside a block of kTileBlockRows,
-// a NaN code in the second tile, and linear_rows giving linear's bits.
+// Products wide enough to be walked in column tiles (x and a row past kTileBytes), float32 compute
+// on every family: the float kernels (F32, BF16, F16, FP8) and the GFNI FP8 kernel (the tiled
+// kernels; vdpbf16ps is not tiled). Row ranges inside a block of kTileBlockRows, a NaN code in the
+// last tile, linear_rows giving linear's bits, and a token's bits the same alone as among T.
 TEST(LinearKernels, TiledProductsMatchTheReference) {
   IsaGuard guard;
   std::mt19937 rng(41);
