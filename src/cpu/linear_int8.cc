@@ -17,7 +17,7 @@ size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 struct Sizes {
   int64_t chunk_in, chunks, blocks;
-  size_t q, lanes, table_blocks, table_lanes;
+  size_t q, bias, scale, table_blocks, table_subs, table_lanes;
 };
 
 Sizes sizes(int64_t T, const WeightView& w) {
@@ -26,9 +26,11 @@ Sizes sizes(int64_t T, const WeightView& w) {
   s.chunks = (w.in + s.chunk_in - 1) / s.chunk_in;
   s.blocks = (w.in + kInt8Block - 1) / kInt8Block;
   s.q = round_up(static_cast<size_t>(T * s.chunks * s.chunk_in));
-  s.lanes = round_up(static_cast<size_t>(T * s.chunks * kInt8Lanes) * 4);
+  s.bias = round_up(static_cast<size_t>(T * s.chunks * kInt8Lanes) * 4);
+  s.scale = round_up(static_cast<size_t>(T * s.blocks * kInt8Lanes) * 4);
   s.table_blocks = round_up(static_cast<size_t>(s.blocks) * 4);
-  s.table_lanes = round_up(static_cast<size_t>(s.chunks * kInt8Lanes) * 4);
+  s.table_subs = round_up(static_cast<size_t>(s.blocks * kInt8Lanes) * 4);
+  s.table_lanes = round_up(static_cast<size_t>(kInt8Block / s.chunk_in * kInt8Lanes) * 4);
   return s;
 }
 
@@ -38,7 +40,7 @@ EnvSwitch g_int8_dot("DSEEK_INT8_DOT");
 
 size_t int8_x_bytes(int64_t T, const WeightView& w) {
   const Sizes s = sizes(T, w);
-  return s.q + 2 * s.lanes + s.table_blocks + s.table_lanes;
+  return s.q + s.bias + s.scale + s.table_blocks + s.table_subs + s.table_lanes;
 }
 
 Int8X prepare_int8_x(int64_t T, const WeightView& w, void* buf) {
@@ -53,20 +55,31 @@ Int8X prepare_int8_x(int64_t T, const WeightView& w, void* buf) {
   x.lanes_per_sub = kInt8Lanes / (s.chunk_in / kInt8Sub);
   x.blocks = s.blocks;
   x.q = reinterpret_cast<int8_t*>(p);
-  x.bias = reinterpret_cast<int32_t*>(p + s.q);
-  x.scale = reinterpret_cast<float*>(p + s.q + s.lanes);
-  x.block_group = reinterpret_cast<int32_t*>(p + s.q + 2 * s.lanes);
-  x.lane_scale = reinterpret_cast<int32_t*>(p + s.q + 2 * s.lanes + s.table_blocks);
+  p += s.q;
+  x.bias = reinterpret_cast<int32_t*>(p);
+  p += s.bias;
+  x.scale = reinterpret_cast<float*>(p);
+  p += s.scale;
+  x.block_group = reinterpret_cast<int32_t*>(p);
+  p += s.table_blocks;
+  x.sub_group = reinterpret_cast<int32_t*>(p);
+  p += s.table_subs;
+  x.lane_sub = reinterpret_cast<int32_t*>(p);
   const int64_t groups = w.in / w.group_size;
-  for (int64_t b = 0; b < s.blocks; ++b) x.block_group[b] = static_cast<int32_t>(b * kInt8Block / w.group_size);
-  for (int64_t c = 0; c < s.chunks; ++c)
+  for (int64_t b = 0; b < s.blocks; ++b) {
+    x.block_group[b] = static_cast<int32_t>(b * kInt8Block / w.group_size);
     for (int k = 0; k < kInt8Lanes; ++k) {
-      // Lanes past in point at the row's last group: their x is zero, and a real scale keeps a
-      // finite row finite (a masked-off scale lane would be read as 0, equally harmless).
-      const int64_t sub = s.chunk_in == 256 ? kQ4SubOrder[k / x.lanes_per_sub] : k / x.lanes_per_sub;
-      const int64_t i = std::min(c * s.chunk_in + sub * kInt8Sub, w.in - 1);
+      // Sub-blocks past in point at the row's last group: their x scale is zero, and a real
+      // weight scale keeps a finite row finite (a masked-off scale would be 0, equally harmless).
+      const int64_t i = std::min(b * kInt8Block + k * kInt8Sub, w.in - 1);
       const int64_t g = std::min(i / w.group_size, groups - 1);
-      x.lane_scale[c * kInt8Lanes + k] = static_cast<int32_t>(g - x.block_group[c * s.chunk_in / kInt8Block]);
+      x.sub_group[b * kInt8Lanes + k] = static_cast<int32_t>(g - x.block_group[b]);
+    }
+  }
+  for (int64_t j = 0; j < kInt8Block / s.chunk_in; ++j)
+    for (int k = 0; k < kInt8Lanes; ++k) {
+      const int64_t sub = s.chunk_in == 256 ? kQ4SubOrder[k / x.lanes_per_sub] : k / x.lanes_per_sub;
+      x.lane_sub[j * kInt8Lanes + k] = static_cast<int32_t>(j * (s.chunk_in / kInt8Sub) + sub);
     }
   return x;
 }
@@ -89,7 +102,7 @@ int8_t int8_x_value(const Int8X& x, int64_t t, int64_t i) {
 int64_t int8_x_lane(const Int8X& x, int64_t i) { return chunk_offset(x, i) % 64 / 4; }
 
 float int8_x_scale(const Int8X& x, int64_t t, int64_t i) {
-  return x.scale[(t * x.chunks + i / x.chunk_in) * kInt8Lanes + int8_x_lane(x, i)];
+  return x.scale[(t * x.blocks + i / kInt8Block) * kInt8Lanes + i % kInt8Block / kInt8Sub];
 }
 
 bool int8_dot_enabled() { return g_int8_dot.on(); }

@@ -59,13 +59,17 @@ inline float quantize_x_block(const float* x, int8_t* q) {
 //   q4: [A' low nibbles][A' high][B' low][B' high] (64 each): input b at
 //       64 * (2 * (b / 16) + b % 2) + 8 kQ4Slot[g] + (b % 16) / 2.
 // Lane k of a chunk (bytes 4k..4k+3 of each 64-byte piece) lies in sub-block k / lanes_per_sub
-// (q4: kQ4SubOrder[k / lanes_per_sub]):
+// (q4: kQ4SubOrder[k / lanes_per_sub]) of the chunk:
 //   bias[t][c][k] = -offset * (sum of the lane's codes), offset 128 for q8 (weights fed as
 //   w + 128), 8 for q4 (nibble = value + 8): the vpdpbusd accumulator starts at it and ends at
-//   the signed dot product;
-//   scale[t][c][k] = d of the lane's 32 inputs (0 past in).
-// Weight side: block_group[b] = the first weight group of block b (its 16 F16 scales are loaded
-// from there); lane_scale[c][k] = which of them lane k of chunk c uses.
+//   the signed dot product.
+// Scales go per block (16 sub-blocks of 32 inputs), so the kernel multiplies weight and
+// activation scales once per block and only permutes the products into each chunk's lanes:
+//   scale[t][b][s] = d of sub-block s of block b (inputs 512 b + 32 s ..; 0 past in);
+//   block_group[b] = the first weight group of block b (its 16 F16 scales are loaded from there);
+//   sub_group[b][s] = which of those 16 the sub-block's inputs use;
+//   lane_sub[j][k] = the sub-block of the block that lane k of its chunk j lies in (the same for
+//   every block: chunk_in divides the block).
 // q4's sub-blocks in a chunk's lane order (unpacking 64-bit pieces within 128-bit lanes takes
 // pieces 0, 8, 2, 10, ... of the chunk) and the slot of each sub-block in that order.
 inline constexpr int kQ4SubOrder[8] = {0, 4, 1, 5, 2, 6, 3, 7};
@@ -75,9 +79,10 @@ struct Int8X {
   int64_t T = 0, in = 0, chunks = 0, chunk_in = 0, lanes_per_sub = 0, blocks = 0;
   int8_t* q = nullptr;            // [T][chunks][chunk_in]
   int32_t* bias = nullptr;        // [T][chunks][16]
-  float* scale = nullptr;         // [T][chunks][16]
+  float* scale = nullptr;         // [T][blocks][16]
   int32_t* block_group = nullptr; // [blocks]
-  int32_t* lane_scale = nullptr;  // [chunks][16]
+  int32_t* sub_group = nullptr;   // [blocks][16]
+  int32_t* lane_sub = nullptr;    // [kInt8Block / chunk_in][16]
 };
 
 // Bytes prepare_int8_x needs for x of T tokens against w.

@@ -172,6 +172,58 @@ TEST(LinearInt8, QuantizedActivationsFollowTheRule) {
       }
 }
 
+// The weight-side tables send every input's lane to its own sub-block and group: lane_sub takes
+// the lane of input i in its chunk to i's sub-block of the block, and block_group + sub_group take
+// that sub-block to i's weight group, for group sizes that divide the 512-input block and ones
+// that straddle it.
+TEST(LinearInt8, TablesMapEveryLaneToItsGroup) {
+  REQUIRE_INT8_PATH();
+  std::mt19937 rng(11);
+  for (DType d : {DType::kI8, DType::kU8})
+    for (int64_t group : {32, 64, 96, 640})
+      for (int64_t in : {group, int64_t{1920}, int64_t{2 * 1920}}) {
+        if (in % group != 0) continue;
+        TestWeight t = make_weight(d, 2, in, group, rng);
+        const cpu::WeightView v = view_of(t.w);
+        std::vector<float> buf((cpu::int8_x_bytes(1, v) + 3) / 4 + 16);
+        void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(buf.data()) + 63) / 64 * 64);
+        const cpu::Int8X q = cpu::prepare_int8_x(1, v, aligned);
+        const std::string what = name(d, 2, in, group, 1, 1);
+        ASSERT_EQ(q.blocks, (in + cpu::kInt8Block - 1) / cpu::kInt8Block) << what;
+        for (int64_t i = 0; i < in; ++i) {
+          const int64_t b = i / cpu::kInt8Block, j = i % cpu::kInt8Block / q.chunk_in;
+          const int64_t sub = q.lane_sub[j * 16 + cpu::int8_x_lane(q, i)];
+          ASSERT_EQ(sub, i % cpu::kInt8Block / cpu::kInt8Sub) << what << " input " << i;
+          const int64_t loaded = q.sub_group[b * 16 + sub];
+          ASSERT_TRUE(loaded >= 0 && loaded < 16) << what << " input " << i;
+          ASSERT_EQ(q.block_group[b] + loaded, i / group) << what << " input " << i;
+        }
+      }
+}
+
+// A token gets the same bits alone as in a batch of 2-4 (seeded sampling and batched serving
+// rely on it), whole blocks and a partial last block, groups of 32 and larger.
+TEST(LinearInt8, ATokenGetsTheSameBitsAloneAndInABatch) {
+  REQUIRE_INT8_PATH();
+  std::mt19937 rng(12);
+  for (DType d : {DType::kI8, DType::kU8})
+    for (int64_t group : {32, 64})
+      for (int64_t in : {1024, 1408, 2048 + 64}) {
+        TestWeight t = make_weight(d, 9, in, group, rng);
+        const cpu::WeightView v = view_of(t.w);
+        for (int64_t T = 2; T <= cpu::kGemvMaxTokens; ++T) {
+          const std::vector<float> x = make_x(T, in, rng);
+          std::vector<float> batch(static_cast<size_t>(T * 9)), alone(9);
+          cpu::linear_with(*kk, x.data(), T, v, batch.data());
+          for (int64_t tt = 0; tt < T; ++tt) {
+            cpu::linear_with(*kk, x.data() + tt * in, 1, v, alone.data());
+            for (int64_t r = 0; r < 9; ++r)
+              ASSERT_EQ(alone[r], batch[tt * 9 + r]) << name(d, 9, in, group, T, 1) << " token " << tt << " row " << r;
+          }
+        }
+      }
+}
+
 // The rule by hand: a block whose largest |x| is 127 has d = 1 and integral x quantizes
 // exactly; an all-zero block has d = 0 and codes 0 (no NaN); half-way values round to even.
 TEST(LinearInt8, RuleByHand) {
