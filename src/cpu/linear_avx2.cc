@@ -70,6 +70,23 @@ inline bool any_fp8_nan(const uint8_t* p, int64_t n) {
   return hit != 0;
 }
 
+// q4, 8 bytes from input i (even) split by nibble: *even gets inputs i, i + 2, ..., i + 14 and
+// *odd inputs i + 1, ..., i + 15, each minus 8 (the avx512 family's vraw_q4_split explains how).
+inline void vraw_q4_split(const uint8_t* row, int64_t i, V* even, V* odd) {
+  const __m128i b = _mm_xor_si128(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + i / 2)),
+                                  _mm_set1_epi8(static_cast<char>(0x88)));
+  const __m256i v = _mm256_cvtepi8_epi32(b);
+  *even = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v, 28), 28));
+  *odd = _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 4));
+}
+
+// y[2k] += even[k], y[2k + 1] += odd[k] for k < 8.
+inline void vadd_interleaved(float* y, V even, V odd) {
+  const __m256 a = _mm256_unpacklo_ps(even, odd), b = _mm256_unpackhi_ps(even, odd);  // [0 1 2 3 | 8 9 10 11], [4 .. 7 | 12 .. 15]
+  _mm256_storeu_ps(y, _mm256_add_ps(_mm256_loadu_ps(y), _mm256_permute2f128_ps(a, b, 0x20)));
+  _mm256_storeu_ps(y + 8, _mm256_add_ps(_mm256_loadu_ps(y + 8), _mm256_permute2f128_ps(a, b, 0x31)));
+}
+
 constexpr int kMr = 6, kNr = 16;
 
 #include "cpu/linear_simd-inl.h"

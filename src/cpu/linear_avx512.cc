@@ -62,6 +62,27 @@ inline V vraw(const uint8_t* row, int64_t i) {
   }
 }
 
+// q4, 16 bytes from input i (even) split by nibble: *even gets inputs i, i + 2, ..., i + 30 and
+// *odd inputs i + 1, ..., i + 31, each minus 8. With the bytes xor 0x88 and sign-extended, a
+// nibble's top bit is flipped and then sign-extends it: the high nibble is the byte >> 4 and the
+// low one the byte << 28 >> 28, both already minus 8 (7 operations for 32 weights; vraw takes 7
+// for 16).
+inline void vraw_q4_split(const uint8_t* row, int64_t i, V* even, V* odd) {
+  const __m128i b = _mm_xor_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + i / 2)),
+                                  _mm_set1_epi8(static_cast<char>(0x88)));
+  const __m512i v = _mm512_cvtepi8_epi32(b);
+  *even = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_slli_epi32(v, 28), 28));
+  *odd = _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 4));
+}
+
+// y[2k] += even[k], y[2k + 1] += odd[k] for k < 16.
+inline void vadd_interleaved(float* y, V even, V odd) {
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+  _mm512_storeu_ps(y, _mm512_add_ps(_mm512_loadu_ps(y), _mm512_permutex2var_ps(even, lo, odd)));
+  _mm512_storeu_ps(y + 16, _mm512_add_ps(_mm512_loadu_ps(y + 16), _mm512_permutex2var_ps(even, hi, odd)));
+}
+
 constexpr int kMr = 8, kNr = 32;
 
 #include "cpu/linear_simd-inl.h"

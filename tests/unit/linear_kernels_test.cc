@@ -290,9 +290,11 @@ TEST(LinearKernels, AccumulateRowsMatchesTheReference) {
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for_each_family([&](Isa isa, const cpu::LinearKernels& k) {
     for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8})
-      for (int64_t in : {512, 96, 160, 130}) {
-        if ((d == DType::kI8 || d == DType::kU8) && in % 32 != 0) continue;
-        TestWeight t = make_weight(d, 140, in, rng);
+      for (int64_t in : {512, 96, 160, 130})
+        for (int64_t group : {32, 16, 64}) {  // q4 pairs: whole in a group (AVX-512: 32 inputs) or not
+        if (group != 32 && d != DType::kU8) continue;
+        if ((d == DType::kI8 || d == DType::kU8) && in % group != 0) continue;
+        TestWeight t = make_weight(d, 140, in, rng, 128, 128, group);
         for (bool finite : {false, true}) {
           if (finite && d != DType::kF8E4M3) continue;
           t.w.finite = finite;
@@ -311,8 +313,8 @@ TEST(LinearKernels, AccumulateRowsMatchesTheReference) {
               for (int64_t j = 0; j < n; ++j) m += std::fabs(static_cast<double>(a[j]) * rows[j * in + i]);
               tol[i] = 1e-5 * m + 1e-30;
             }
-            const std::string what = name(isa, d, n, in, 1) + " rows " + std::to_string(r0) +
-                                     (finite ? " finite" : "");
+            const std::string what = name(isa, d, n, in, 1) + " rows " + std::to_string(r0) + " group " +
+                                     std::to_string(group) + (finite ? " finite" : "");
             expect_outputs_near(got, want, tol, in, what, "reference");
             // The vector kernel itself takes every width that is whole vectors (FP8: when known
             // finite), so the comparison above is not only the fallback's.
@@ -323,7 +325,7 @@ TEST(LinearKernels, AccumulateRowsMatchesTheReference) {
             }
           }
         }
-      }
+        }
   });
 }
 
