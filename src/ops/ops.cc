@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "base/check.h"
+#include "cpu/activation.h"
 
 namespace dseek::ops {
 
@@ -64,12 +65,7 @@ void softmax_inplace(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void swiglu_inplace(float* gate, const float* up, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
-}
+void swiglu_inplace(float* gate, const float* up, int64_t n) { cpu::swiglu(gate, up, n); }
 
 void hadamard_inplace(float* x, int64_t n, float scale) {
   DSEEK_CHECK(n > 0 && (n & (n - 1)) == 0, "Hadamard length {} is not a power of two", n);
