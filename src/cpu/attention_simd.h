@@ -1,6 +1,6 @@
-// Vector helpers of the attention and indexer kernel families. Include only from files compiled
-// for AVX2 or AVX-512 (cmake/isa.cmake); everything here has internal linkage, so each family
-// gets its own copy compiled with its own flags (no ODR mixing of the two).
+// Vector helpers of the attention and indexer kernel families and the vector SwiGLU. Include
+// only from files compiled for AVX2 or AVX-512 (cmake/isa.cmake); everything here has internal
+// linkage, so each family gets its own copy compiled with its own flags (no ODR mixing).
 #pragma once
 
 #include <immintrin.h>
@@ -10,26 +10,27 @@
 namespace dseek::cpu {
 namespace {
 
-// e^x for 8 floats, x <= 0 expected (softmax): 2^n * 2^f with f in [-0.5, 0.5] and a degree-6
-// polynomial for 2^f; relative error about 2e-7. Inputs below -87 give 0 (also -inf).
+// e^x for 8 floats, x <= 0 expected (softmax, SwiGLU's e^-|g|): x = n ln2 + r with ln 2 in two
+// parts (Cody and Waite: r exact to |r| <= ln2 / 2 whatever n), e^r by Cephes' degree-7
+// polynomial, times 2^n through the exponent bits; about 1 ulp. Inputs below -87.33 (2^n would be
+// subnormal) give 0, -inf included; NaN is taken as -87.33.
 [[maybe_unused]] inline __m256 exp_ps256(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.0f);
+  const __m256 lo = _mm256_set1_ps(-87.33f);
   const __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
   x = _mm256_max_ps(x, lo);
-  const __m256 t = _mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f));  // x log2(e)
-  const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m256 f = _mm256_sub_ps(t, n);  // [-0.5, 0.5]
-  // 2^f = e^(f ln 2), Taylor coefficients of 2^f.
-  __m256 p = _mm256_set1_ps(1.5403530393381606e-4f);
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.3333558146428443e-3f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.6181291076284772e-3f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.5504108664821580e-2f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.4022650695910071e-1f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.9314718055994531e-1f));
-  p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+  r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  const __m256 r = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-  return _mm256_andnot_ps(tiny, r);
+  return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
 [[maybe_unused]] inline float hmax_ps256(__m256 v) {

@@ -242,23 +242,32 @@ inline void prefetch_row_l2(const uint8_t* row, int64_t bytes) {
   for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(row + b, 0, 2);
 }
 
-template <DType D, int NV>
-void accumulate_columns(const WeightView& w, int64_t r0, int64_t n, const float* coef, int64_t segs, int64_t c0,
-                        float* y) {
-  const int64_t seg = segment_len(w), rb = row_bytes(w);
-  const bool first = c0 == 0;
-  int64_t seg_of[NV];
-  for (int v = 0; v < NV; ++v) seg_of[v] = (c0 + v * kLanes) / seg;
-  V acc[NV];
-  for (int v = 0; v < NV; ++v) acc[v] = vzero();
+// Calls body(row, j) for rows r0 + j, j < n, in order; the first column block (`first`) prefetches
+// every line of the row kAccumulateAheadRows ahead.
+template <class Body>
+void for_each_row(const WeightView& w, int64_t r0, int64_t n, bool first, Body&& body) {
+  const int64_t rb = row_bytes(w);
   if (first)
     for (int64_t j = 0; j < std::min(n, kAccumulateAheadRows); ++j) prefetch_row_l2(row_ptr(w, r0 + j), rb);
   for (int64_t j = 0; j < n; ++j) {
     const uint8_t* row = row_ptr(w, r0 + j);
     if (first && j + kAccumulateAheadRows < n) prefetch_row_l2(row + kAccumulateAheadRows * rb, rb);
+    body(row, j);
+  }
+}
+
+template <DType D, int NV>
+void accumulate_columns(const WeightView& w, int64_t r0, int64_t n, const float* coef, int64_t segs, int64_t c0,
+                        float* y) {
+  const int64_t seg = segment_len(w);
+  int64_t seg_of[NV];
+  for (int v = 0; v < NV; ++v) seg_of[v] = (c0 + v * kLanes) / seg;
+  V acc[NV];
+  for (int v = 0; v < NV; ++v) acc[v] = vzero();
+  for_each_row(w, r0, n, c0 == 0, [&](const uint8_t* row, int64_t j) {
     const float* cj = coef + j * segs;
     for (int v = 0; v < NV; ++v) acc[v] = vfmadd(vraw<D>(row, c0 + v * kLanes), vset1(cj[seg_of[v]]), acc[v]);
-  }
+  });
   for (int v = 0; v < NV; ++v) vstoreu(y + c0 + v * kLanes, vadd(vloadu(y + c0 + v * kLanes), acc[v]));
 }
 
@@ -270,17 +279,12 @@ void accumulate_columns(const WeightView& w, int64_t r0, int64_t n, const float*
 template <int NP>
 void accumulate_columns_q4(const WeightView& w, int64_t r0, int64_t n, const float* coef, int64_t segs, int64_t c0,
                            float* y) {
-  const int64_t seg = w.group_size, rb = row_bytes(w);
-  const bool first = c0 == 0;
+  const int64_t seg = w.group_size;
   int64_t seg_of[NP];
   for (int p = 0; p < NP; ++p) seg_of[p] = (c0 + 2 * p * kLanes) / seg;
   V even[NP], odd[NP];
   for (int p = 0; p < NP; ++p) even[p] = odd[p] = vzero();
-  if (first)
-    for (int64_t j = 0; j < std::min(n, kAccumulateAheadRows); ++j) prefetch_row_l2(row_ptr(w, r0 + j), rb);
-  for (int64_t j = 0; j < n; ++j) {
-    const uint8_t* row = row_ptr(w, r0 + j);
-    if (first && j + kAccumulateAheadRows < n) prefetch_row_l2(row + kAccumulateAheadRows * rb, rb);
+  for_each_row(w, r0, n, c0 == 0, [&](const uint8_t* row, int64_t j) {
     const float* cj = coef + j * segs;
     for (int p = 0; p < NP; ++p) {
       V e, o;
@@ -289,7 +293,7 @@ void accumulate_columns_q4(const WeightView& w, int64_t r0, int64_t n, const flo
       even[p] = vfmadd(e, c, even[p]);
       odd[p] = vfmadd(o, c, odd[p]);
     }
-  }
+  });
   for (int p = 0; p < NP; ++p) vadd_interleaved(y + c0 + 2 * p * kLanes, even[p], odd[p]);
 }
 
