@@ -292,39 +292,39 @@ TEST(LinearKernels, AccumulateRowsMatchesTheReference) {
     for (DType d : {DType::kF32, DType::kBF16, DType::kF16, DType::kF8E4M3, DType::kI8, DType::kU8})
       for (int64_t in : {512, 96, 160, 130})
         for (int64_t group : {32, 16, 64}) {  // q4 pairs: whole in a group (AVX-512: 32 inputs) or not
-        if (group != 32 && d != DType::kU8) continue;
-        if ((d == DType::kI8 || d == DType::kU8) && in % group != 0) continue;
-        TestWeight t = make_weight(d, 140, in, rng, 128, 128, group);
-        for (bool finite : {false, true}) {
-          if (finite && d != DType::kF8E4M3) continue;
-          t.w.finite = finite;
-          for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, 128}, {131, 9}, {7, 1}}) {
-            std::vector<float> a(static_cast<size_t>(n)), y(static_cast<size_t>(in));
-            for (float& v : a) v = normal(rng);
-            for (float& v : y) v = normal(rng);
-            std::vector<float> got = y, want = y;
-            ops::accumulate_rows(t.w, r0, n, a.data(), got.data());
-            ops::accumulate_rows_reference(t.w, r0, n, a.data(), want.data());
-            std::vector<float> rows(static_cast<size_t>(n * in));
-            ops::decode_rows(t.w, r0, n, rows.data());
-            std::vector<double> tol(static_cast<size_t>(in));
-            for (int64_t i = 0; i < in; ++i) {
-              double m = std::fabs(y[i]);
-              for (int64_t j = 0; j < n; ++j) m += std::fabs(static_cast<double>(a[j]) * rows[j * in + i]);
-              tol[i] = 1e-5 * m + 1e-30;
-            }
-            const std::string what = name(isa, d, n, in, 1) + " rows " + std::to_string(r0) + " group " +
-                                     std::to_string(group) + (finite ? " finite" : "");
-            expect_outputs_near(got, want, tol, in, what, "reference");
-            // The vector kernel itself takes every width that is whole vectors (FP8: when known
-            // finite), so the comparison above is not only the fallback's.
-            if (k.accumulate_rows != nullptr && in % 32 == 0 && (d != DType::kF8E4M3 || finite)) {
-              std::vector<float> direct = y;
-              EXPECT_TRUE(k.accumulate_rows(ops::view_of(t.w), r0, n, a.data(), direct.data())) << what;
-              EXPECT_EQ(std::memcmp(direct.data(), got.data(), 4 * got.size()), 0) << what;
+          if (group != 32 && d != DType::kU8) continue;
+          if ((d == DType::kI8 || d == DType::kU8) && in % group != 0) continue;
+          TestWeight t = make_weight(d, 140, in, rng, 128, 128, group);
+          for (bool finite : {false, true}) {
+            if (finite && d != DType::kF8E4M3) continue;
+            t.w.finite = finite;
+            for (auto [r0, n] : {std::pair<int64_t, int64_t>{0, 128}, {131, 9}, {7, 1}}) {
+              std::vector<float> a(static_cast<size_t>(n)), y(static_cast<size_t>(in));
+              for (float& v : a) v = normal(rng);
+              for (float& v : y) v = normal(rng);
+              std::vector<float> got = y, want = y;
+              ops::accumulate_rows(t.w, r0, n, a.data(), got.data());
+              ops::accumulate_rows_reference(t.w, r0, n, a.data(), want.data());
+              std::vector<float> rows(static_cast<size_t>(n * in));
+              ops::decode_rows(t.w, r0, n, rows.data());
+              std::vector<double> tol(static_cast<size_t>(in));
+              for (int64_t i = 0; i < in; ++i) {
+                double m = std::fabs(y[i]);
+                for (int64_t j = 0; j < n; ++j) m += std::fabs(static_cast<double>(a[j]) * rows[j * in + i]);
+                tol[i] = 1e-5 * m + 1e-30;
+              }
+              const std::string what = name(isa, d, n, in, 1) + " rows " + std::to_string(r0) + " group " +
+                                       std::to_string(group) + (finite ? " finite" : "");
+              expect_outputs_near(got, want, tol, in, what, "reference");
+              // The vector kernel itself takes every width that is whole vectors (FP8: when known
+              // finite), so the comparison above is not only the fallback's.
+              if (k.accumulate_rows != nullptr && in % 32 == 0 && (d != DType::kF8E4M3 || finite)) {
+                std::vector<float> direct = y;
+                EXPECT_TRUE(k.accumulate_rows(ops::view_of(t.w), r0, n, a.data(), direct.data())) << what;
+                EXPECT_EQ(std::memcmp(direct.data(), got.data(), 4 * got.size()), 0) << what;
+              }
             }
           }
-        }
         }
   });
 }
