@@ -49,12 +49,23 @@ function setBusy(busy) {
   $("stop").disabled = !busy;
 }
 
+// A read of data that has already arrived resolves as a microtask, so while the server streams
+// faster than the page handles events the loop below would never return to the task queue: no
+// paint, and a click on Stop would wait for the end of the answer. Past this many milliseconds
+// of work the loop lets queued tasks run.
+const YIELD_AFTER_MS = 25;
+
 // Yields the JSON payload of each "data:" event of an SSE response body.
 async function* sseEvents(body) {
   const reader = body.getReader();
   const decoder = new TextDecoder();
   let buf = "";
+  let since = performance.now();
   for (;;) {
+    if (performance.now() - since > YIELD_AFTER_MS) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      since = performance.now();
+    }
     const { value, done } = await reader.read();
     if (done) break;
     buf += decoder.decode(value, { stream: true });
@@ -92,6 +103,17 @@ async function send() {
   const div = addMessage("assistant", "");
   const content = div.querySelector(".content");
   let answer = "", reasoning = "";
+  // The text is painted at most once a frame: each paint lays the whole answer out again.
+  let paintPending = false;
+  const paint = () => {
+    paintPending = false;
+    if (reasoning) reasoningBlock(div).textContent = reasoning;
+    content.textContent = answer;
+    div.scrollIntoView({ block: "end" });
+  };
+  const schedulePaint = () => {
+    if (!paintPending) { paintPending = true; requestAnimationFrame(paint); }
+  };
   state.controller = new AbortController();
   setBusy(true);
   try {
@@ -105,21 +127,15 @@ async function send() {
     for await (const chunk of sseEvents(res.body)) {
       if (chunk.error) throw new Error(chunk.error.message);
       const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
-      if (delta.reasoning_content) {
-        reasoning += delta.reasoning_content;
-        reasoningBlock(div).textContent = reasoning;
-      }
-      if (delta.content) {
-        answer += delta.content;
-        content.textContent = answer;
-      }
+      if (delta.reasoning_content) reasoning += delta.reasoning_content;
+      if (delta.content) answer += delta.content;
       for (const call of delta.tool_calls || []) {
         const p = document.createElement("div");
         p.className = "tool-call";
         p.textContent = "tool call: " + call.function.name + "(" + call.function.arguments + ")";
         div.append(p);
       }
-      div.scrollIntoView({ block: "end" });
+      schedulePaint();
     }
   } catch (e) {
     if (e.name !== "AbortError") {
@@ -129,6 +145,7 @@ async function send() {
       div.append(p);
     }
   } finally {
+    paint();  // what arrived since the last frame, also after Stop or an error
     state.controller = null;
     setBusy(false);
   }

@@ -87,16 +87,18 @@ async function converse(srv, { system, question, temperature, shot, stopAfter = 
     // The page sets no max_tokens: once the answer has streamed `stopAfter` pieces, press Stop
     // (as a user would) rather than wait for the context to fill.
     let stopped = false;
+    let stoppedAt = 0;
     await waitFor(async () => {
       const l = await page.evaluate(() => window.__lengths);
       if (l.content.length + l.reasoning.length >= stopAfter) return true;
       return metricValue(await metrics(srv), 'dseek_running_sequences') === 0 && requests.length > 0;
     }, 60_000, `${stopAfter} streamed pieces of the answer`);
     const stop = page.locator('#stop');
-    if ((await stop.count()) === 1 && (await stop.isEnabled())) {
+    if ((await stop.count()) === 1 && (await stop.isEnabled({ timeout: ACTION_MS }))) {
       // The answer may end on its own in between: then Stop is disabled again, which is fine.
+      stoppedAt = Date.now();
       stopped = await stop.click({ timeout: 2_000 }).then(() => true, async (e) => {
-        if (await stop.isEnabled()) throw e;
+        if (await stop.isEnabled({ timeout: ACTION_MS })) throw e;
         return false;
       });
     }
@@ -109,6 +111,7 @@ async function converse(srv, { system, question, temperature, shot, stopAfter = 
       const running = metricValue(await metrics(srv), 'dseek_running_sequences');
       return running === 0 && requests.length > 0 && Date.now() - stableSince > 500;
     }, 60_000, 'the answer to finish');
+    const idleAfterStopMs = stopped ? Date.now() - stoppedAt : undefined;
     const lengths = await page.evaluate(() => window.__lengths);
     const { text, reasoning, users } = await page.evaluate(() => {
       const all = document.querySelectorAll('#messages .assistant');
@@ -123,7 +126,7 @@ async function converse(srv, { system, question, temperature, shot, stopAfter = 
     await page.screenshot({ path: path.join(TMP, shot), fullPage: true });
     assert.deepEqual(consoleErrors, [], 'no script errors on the page');
     assert.ok(users.includes(question), 'the question is shown in #messages');
-    return { lengths, text, reasoning, stopped, request: requests[requests.length - 1] };
+    return { lengths, text, reasoning, stopped, idleAfterStopMs, request: requests[requests.length - 1] };
   } finally {
     await page.close();
   }
@@ -159,6 +162,10 @@ describe('web chat page (V3 format)', () => {
     assert.equal(typeof answer, "string", `replay answer: ${replayText}`);
     const word = longestWord(answer);
     if (word.length >= 2) assert.ok(r.text.includes(word), `the page shows the API's answer (${word})`);
+    // At temperature 0 the tiny model's answer runs until the context is full (about 10 s here):
+    // Stop must reach the page while the text streams in, and end the answer promptly.
+    assert.ok(r.stopped, 'Stop was clicked while the answer streamed');
+    assert.ok(r.idleAfterStopMs < 5_000, `the page and the engine were idle ${r.idleAfterStopMs} ms after Stop`);
     assert.equal(metricValue(await metrics(srv), 'dseek_running_sequences'), 0, 'Stop cancelled the request');
   });
 });
