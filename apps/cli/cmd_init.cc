@@ -37,7 +37,7 @@ Status run_init(const InitArgs& a) {
   o.init = a.test_init ? model::InitStyle::kTest : model::InitStyle::kTraining;
   o.max_shard_bytes = static_cast<uint64_t>(a.shard_gb * 1e9);
   o.progress = [](uint64_t done, uint64_t total) {
-    std::fprintf(stderr, "\rdseek init: %.2f / %.2f GB written   ", done / 1e9, total / 1e9);
+    std::fprintf(stderr, "\rdseek init: %.2f / %.2f GB drawn   ", done / 1e9, total / 1e9);
   };
   std::error_code ec;
   if (fs::exists(a.out, ec) && !fs::is_empty(a.out, ec))

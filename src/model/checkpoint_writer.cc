@@ -180,7 +180,7 @@ Status write_random_checkpoint(const std::string& config_json, const std::string
   }
 
   nlohmann::json weight_map = nlohmann::json::object();
-  uint64_t written = 0;
+  uint64_t drawn = 0;
   for (size_t s = 0; s < shards.size(); ++s) {
     const std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
     io::SafetensorsWriter writer;
@@ -210,10 +210,10 @@ Status write_random_checkpoint(const std::string& config_json, const std::string
         add_floats(writer, p.spec->name, p.spec->shape, p.dtype, v);
       }
       weight_map[p.spec->name] = file;
-      written += p.bytes();
+      drawn += p.bytes();
+      if (options.progress) options.progress(drawn, total);
     }
     DSEEK_RETURN_IF_ERROR(writer.write((fs::path(out_dir) / file).string()));
-    if (options.progress) options.progress(written, total);
   }
   nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
   std::ofstream f(fs::path(out_dir) / "model.safetensors.index.json");
