@@ -11,6 +11,7 @@
 
 #include "base/check.h"
 #include "base/float_types.h"
+#include "base/scratch.h"
 #include "cpu/linear_bf16.h"
 #include "cpu/linear_fp8.h"
 #include "cpu/linear_int8.h"
@@ -22,26 +23,6 @@ namespace {
 
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr int64_t kParallelMinMacs = int64_t{1} << 16;
-
-// A per-thread float buffer that only grows: allocated on first use, then reused by every call
-// on that thread (no allocation in the steady state). 64-byte aligned.
-class Scratch {
- public:
-  ~Scratch() { std::free(p_); }
-  float* get(int64_t n) {
-    if (n > cap_) {
-      std::free(p_);
-      cap_ = (n + 15) / 16 * 16;
-      p_ = static_cast<float*>(std::aligned_alloc(64, static_cast<size_t>(cap_) * sizeof(float)));
-      DSEEK_CHECK(p_ != nullptr, "linear: out of memory for a {}-float scratch buffer", cap_);
-    }
-    return p_;
-  }
-
- private:
-  float* p_ = nullptr;
-  int64_t cap_ = 0;
-};
 
 thread_local Scratch t_xpack, t_rows, t_wpack, t_gemv_x, t_batch_x, t_xround;
 

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "base/scratch.h"
+
 #include "cpu/linear_kernels.h"
 #include "ops/linear.h"
 #include "ops/ops.h"
@@ -68,6 +70,9 @@ namespace {
 
 using RoutedTokens = std::vector<std::vector<std::pair<int64_t, float>>>;  // expert -> (token, weight)
 
+// The batched experts' gate, up and output rows (this thread's; reused call after call).
+thread_local Scratch t_expert_buffers;
+
 // Below this many SwiGLU activations in a layer, one thread does them (a region costs ~2 us).
 constexpr int64_t kParallelSwigluMin = 4096;
 
@@ -81,17 +86,31 @@ void moe_experts_batched(const MoeWeights& w, const float* x, int64_t T, const R
     const FfnWeights* ffn;
     const std::vector<std::pair<int64_t, float>>* tokens;  // null: the shared expert (every token)
     int64_t n;
-    std::vector<float> x, gate, up, y;  // x: gathered rows, empty when the expert sees every token in order
+    std::vector<float> x;  // gathered rows, empty when the expert sees every token in order
+    float *gate = nullptr, *up = nullptr, *y = nullptr;  // [n, F], [n, F], [n, D_out] in t_expert_buffers
   };
   std::vector<Active> active;
   for (size_t e = 0; e < routed.size(); ++e) {
     if (routed[e].empty()) continue;
-    active.push_back({&w.experts[e], &routed[e], static_cast<int64_t>(routed[e].size()), {}, {}, {}, {}});
+    active.push_back({&w.experts[e], &routed[e], static_cast<int64_t>(routed[e].size()), {}});
   }
-  if (w.has_shared) active.push_back({&w.shared, nullptr, T, {}, {}, {}, {}});
+  if (w.has_shared) active.push_back({&w.shared, nullptr, T, {}});
+  // Every product below writes all of its outputs, so the buffers are not cleared: as
+  // std::vectors, clearing them (147 KB a V2-Lite layer) was 1% of a decode's samples, on the
+  // main thread while the other waited.
+  int64_t floats = 0;
+  for (const Active& a : active) floats += a.n * (2 * a.ffn->gate_proj.out + a.ffn->down_proj.out);
+  float* next = t_expert_buffers.get(floats);
+  for (Active& a : active) {
+    const int64_t F = a.ffn->gate_proj.out;
+    a.gate = next;
+    a.up = a.gate + a.n * F;
+    a.y = a.up + a.n * F;
+    next = a.y + a.n * a.ffn->down_proj.out;
+  }
   std::vector<ops::LinearJob> jobs;
   for (Active& a : active) {
-    const int64_t Dm = a.ffn->gate_proj.in, F = a.ffn->gate_proj.out;
+    const int64_t Dm = a.ffn->gate_proj.in;
     const float* xa = x;
     bool in_order = a.tokens == nullptr;
     if (!in_order) {
@@ -103,24 +122,19 @@ void moe_experts_batched(const MoeWeights& w, const float* x, int64_t T, const R
       for (int64_t i = 0; i < a.n; ++i) std::copy_n(x + (*a.tokens)[i].first * Dm, Dm, a.x.data() + i * Dm);
       xa = a.x.data();
     }
-    a.gate.resize(static_cast<size_t>(a.n * F));
-    a.up.resize(static_cast<size_t>(a.n * F));
-    jobs.push_back({xa, a.n, &a.ffn->gate_proj, a.gate.data()});
-    jobs.push_back({xa, a.n, &a.ffn->up_proj, a.up.data()});
+    jobs.push_back({xa, a.n, &a.ffn->gate_proj, a.gate});
+    jobs.push_back({xa, a.n, &a.ffn->up_proj, a.up});
   }
   ops::linear_batch(jobs);
   jobs.clear();
   // SwiGLU of every expert on the whole team: at decode it was 1.1% of the main thread's time
   // on v2-lite-q4 while the other thread waited.
   int64_t activations = 0;
-  for (const Active& a : active) activations += static_cast<int64_t>(a.gate.size());
+  for (const Active& a : active) activations += a.n * a.ffn->gate_proj.out;
 #pragma omp parallel for schedule(dynamic) if (activations >= kParallelSwigluMin)
   for (size_t i = 0; i < active.size(); ++i)
-    ops::swiglu_inplace(active[i].gate.data(), active[i].up.data(), static_cast<int64_t>(active[i].gate.size()));
-  for (Active& a : active) {
-    a.y.resize(static_cast<size_t>(a.n * a.ffn->down_proj.out));
-    jobs.push_back({a.gate.data(), a.n, &a.ffn->down_proj, a.y.data()});
-  }
+    ops::swiglu_inplace(active[i].gate, active[i].up, active[i].n * active[i].ffn->gate_proj.out);
+  for (Active& a : active) jobs.push_back({a.gate, a.n, &a.ffn->down_proj, a.y});
   ops::linear_batch(jobs);
   for (const Active& a : active) {
     const int64_t Do = a.ffn->down_proj.out;
@@ -129,7 +143,7 @@ void moe_experts_batched(const MoeWeights& w, const float* x, int64_t T, const R
       continue;
     }
     for (int64_t i = 0; i < a.n; ++i)
-      ops::axpy((*a.tokens)[i].second, a.y.data() + i * Do, out + (*a.tokens)[i].first * Do, Do);
+      ops::axpy((*a.tokens)[i].second, a.y + i * Do, out + (*a.tokens)[i].first * Do, Do);
   }
 }
 

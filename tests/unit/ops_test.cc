@@ -1,12 +1,14 @@
 // Fast ops against their slow, obviously correct twins, and the number formats against
 // their definitions.
 #include <cmath>
+#include <cstdint>
 #include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "base/float_types.h"
+#include "base/scratch.h"
 #include "cpu/activation.h"
 #include "cpu/cpu_features.h"
 #include "ops/fp8.h"
@@ -15,6 +17,23 @@
 
 namespace dseek {
 namespace {
+
+// The hot paths' reusable buffers: aligned, kept while requests fit, grown when they do not.
+TEST(Scratch, GrowsOnlyAndStaysAligned) {
+  Scratch s;
+  float* a = s.get(100);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(a) % 64, 0u);
+  for (int i = 0; i < 100; ++i) a[i] = static_cast<float>(i);
+  EXPECT_EQ(s.get(50), a) << "a smaller request reuses the buffer";
+  EXPECT_EQ(s.get(112), a) << "capacity is rounded up to 16 floats";
+  EXPECT_EQ(a[99], 99.0f);
+  float* b = s.get(1 << 20);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(b) % 64, 0u);
+  b[(1 << 20) - 1] = 1.0f;  // the whole request is writable (ASan builds check it)
+  EXPECT_EQ(s.get(1 << 20), b);
+}
 
 TEST(Fp8E4M3, DecodesEveryCodeByDefinition) {
   for (int b = 0; b < 256; ++b) {
