@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/check.h"
+#include "base/scratch.h"
 #include "cpu/attention_family.h"
 
 namespace dseek::cpu {
@@ -24,6 +25,10 @@ namespace {
 // took 46 (about 4 us for the second part's merge and wake-up): a decode at a short context
 // (every token of `dseek bench -p 16`) was serial at the former 64.
 constexpr int64_t kMinRowsPerThread = 16;
+
+// The calling thread's queries and partial states, reused call after call: as vectors they were
+// allocated and cleared (100 KB for V2-Lite) every layer of every token.
+thread_local Scratch t_attend_buffers;
 
 attention_detail::AttendRowsFn family(Isa isa) {
   switch (isa) {
@@ -40,24 +45,28 @@ void mla_attend_isa(Isa isa, const MlaAttendArgs& a, float* o_lat, int threads) 
   DSEEK_CHECK(a.n >= 1 && a.heads >= 1, "mla_attend: {} rows, {} heads", a.n, a.heads);
   DSEEK_CHECK(supported(isa), "mla_attend: {} is not supported by this CPU", isa_name(isa));
   const int64_t H = a.heads, r = a.layout.rank, dr = a.layout.rope, Rp = pad16(r), K = Rp + pad16(dr);
-  // Queries with the scale folded in, padded like the decoded tiles: [H, K].
-  std::vector<float> qp(static_cast<size_t>(H * K), 0.0f);
-  for (int64_t h = 0; h < H; ++h) {
-    const float* q = a.q + h * (r + dr);
-    for (int64_t i = 0; i < r; ++i) qp[h * K + i] = q[i] * a.scale;
-    for (int64_t i = 0; i < dr; ++i) qp[h * K + Rp + i] = q[r + i] * a.scale;
-  }
   int64_t parts = threads > 0 ? threads : omp_get_max_threads();
   if (omp_in_parallel()) parts = 1;
   parts = std::clamp<int64_t>(a.n / kMinRowsPerThread, 1, parts);
-
-  // Partial states [parts] x (m [H], l [H], acc [H, Rp]).
-  std::vector<float> m(static_cast<size_t>(parts * H)), l(static_cast<size_t>(parts * H)),
-      acc(static_cast<size_t>(parts * H * Rp));
+  // Queries [H, K], then the partial states [parts] x (m [H], l [H], acc [H, Rp]), which each
+  // part initializes itself: only the queries' padding is cleared here.
+  float* const qp = t_attend_buffers.get(H * K + parts * H * (2 + Rp));
+  float* const m = qp + H * K;
+  float* const l = m + parts * H;
+  float* const acc = l + parts * H;
+  // Queries with the scale folded in, padded like the decoded tiles.
+  for (int64_t h = 0; h < H; ++h) {
+    const float* q = a.q + h * (r + dr);
+    float* qh = qp + h * K;
+    for (int64_t i = 0; i < r; ++i) qh[i] = q[i] * a.scale;
+    std::fill(qh + r, qh + Rp, 0.0f);
+    for (int64_t i = 0; i < dr; ++i) qh[Rp + i] = q[r + i] * a.scale;
+    std::fill(qh + Rp + dr, qh + K, 0.0f);
+  }
   const attention_detail::AttendRowsFn fn = family(isa);
   auto run_part = [&](int64_t i) {
     const int64_t begin = a.n * i / parts, end = a.n * (i + 1) / parts;
-    fn(a, qp.data(), begin, end, PartialState{m.data() + i * H, l.data() + i * H, acc.data() + i * H * Rp});
+    fn(a, qp, begin, end, PartialState{m + i * H, l + i * H, acc + i * H * Rp});
   };
   if (parts == 1) {
     run_part(0);
@@ -77,7 +86,7 @@ void mla_attend_isa(Isa isa, const MlaAttendArgs& a, float* o_lat, int threads) 
       if (l[i * H + h] == 0.0f) continue;  // a part whose rows all had -inf logits
       const float w = std::exp(m[i * H + h] - M);
       L += w * l[i * H + h];
-      const float* ai = acc.data() + (i * H + h) * Rp;
+      const float* ai = acc + (i * H + h) * Rp;
       for (int64_t j = 0; j < r; ++j) o[j] += w * ai[j];
     }
     const float inv = 1.0f / L;

@@ -8,6 +8,7 @@
 #include <span>
 #include <vector>
 
+#include "base/scratch.h"
 #include "cpu/attention_kernels.h"
 #include "kv/latent_codec.h"
 #include "model/indexer.h"
@@ -72,8 +73,8 @@ Queries project_queries(const ModelConfig& c, const AttentionWeights& w, const R
   } else {
     out.q = std::move(first);
   }
-  for (int64_t t = 0; t < T; ++t)
-    for (int64_t h = 0; h < H; ++h) rope.rotate_interleaved(out.q.data() + (t * H + h) * dqk + c.qk_nope_head_dim, pos[t]);
+  for (int64_t t = 0; t < T; ++t)  // every head's rope part
+    rope.rotate_interleaved(out.q.data() + t * H * dqk + c.qk_nope_head_dim, H, dqk, pos[t]);
   return out;
 }
 
@@ -124,6 +125,10 @@ SegmentRows segment_rows(const MlaSegment& seg) {
 // prefill.
 constexpr int64_t kAbsorbChunk = 32;
 
+// attend_absorbed's absorbed queries and latent outputs (the calling thread's): as vectors they
+// were allocated and cleared every layer of every token.
+thread_local Scratch t_absorb_buffers;
+
 // Absorbed form over several segments at once. q: [T, H, d_n + d_r], o: [T, H, d_v] (batch
 // rows). Per chunk of query rows: q_lat = W_UK^T q_nope for every head and query, then the
 // attention kernel over each row's keys (cpu/attention_kernels.h: all heads per cache row, the
@@ -142,12 +147,13 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
   for (const SegmentRows& rows : segments)
     for (int64_t t = 0; t < rows.seg->length; ++t) queries.push_back({&rows, t});
   const int threads = omp_get_max_threads();
-  std::vector<float> qcat, olat;  // [chunk, H, r + d_r], [chunk, H, r]
+  // qcat [chunk, H, r + d_r], olat [chunk, H, r]: this thread's, reused call after call.
+  const int64_t chunk_rows = std::min<int64_t>(kAbsorbChunk, static_cast<int64_t>(queries.size()));
+  float* const qcat = t_absorb_buffers.get(chunk_rows * H * (W + r));
+  float* const olat = qcat + chunk_rows * H * W;
   for (size_t c0 = 0; c0 < queries.size(); c0 += kAbsorbChunk) {
     const auto nc = static_cast<int64_t>(std::min<size_t>(kAbsorbChunk, queries.size() - c0));
     const Query* chunk = queries.data() + c0;
-    qcat.assign(static_cast<size_t>(nc * H * W), 0.0f);
-    olat.resize(static_cast<size_t>(nc * H * r));
     // q_lat = W_UK^T q_nope, each query on its own (ops::accumulate_rows streams the head's W_UK
     // rows with q_lat's columns in registers; the next queries of the head find them in L2): a
     // query gets the same sums alone as in a batch of sequences. Decoding once per chunk for the
@@ -156,7 +162,8 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < nc; ++i) {
         const float* qt = q + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dqk;
-        float* qc = qcat.data() + (i * H + h) * W;
+        float* qc = qcat + (i * H + h) * W;
+        std::fill(qc, qc + r, 0.0f);
         ops::accumulate_rows(w.kv_b_proj, h * (dn + dv), dn, qt, qc);
         std::copy_n(qt + dn, dr, qc + r);
       }
@@ -166,7 +173,7 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
       cpu::MlaAttendArgs a;
       a.layout = seg->cache.latent_layout();
       a.heads = H;
-      a.q = qcat.data() + i * H * W;
+      a.q = qcat + i * H * W;
       a.scale = scale;
       if (selection) {  // only the selected rows
         const std::vector<int32_t>& keys = (*selection)[row];
@@ -178,7 +185,7 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
         a.rows = chunk[i].rows->latent.data();
         a.n = seg->p0 + chunk[i].t + 1;
       }
-      cpu::mla_attend(a, olat.data() + i * H * r, kernel_threads);
+      cpu::mla_attend(a, olat + i * H * r, kernel_threads);
     };
     if (nc >= threads) {  // enough queries: one per thread
 #pragma omp parallel
@@ -199,7 +206,7 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
 #pragma omp parallel for schedule(static) collapse(2)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t i = 0; i < nc; ++i)
-        ops::linear_rows(olat.data() + (i * H + h) * r, w.kv_b_proj, h * (dn + dv) + dn, dv,
+        ops::linear_rows(olat + (i * H + h) * r, w.kv_b_proj, h * (dn + dv) + dn, dv,
                          o + ((chunk[i].rows->seg->offset + chunk[i].t) * H + h) * dv);
   }
 }
