@@ -47,13 +47,18 @@ void RopeTable::cos_sin(int64_t pos, float* cos_out, float* sin_out) const {
   }
 }
 
-void RopeTable::rotate_interleaved(float* x, int64_t pos) const {
+void RopeTable::rotate_interleaved(float* x, int64_t pos) const { rotate_interleaved(x, 1, 0, pos); }
+
+void RopeTable::rotate_interleaved(float* x, int64_t count, int64_t stride, int64_t pos) const {
   float cs[256], sn[256];
   cos_sin(pos, cs, sn);
-  for (int64_t i = 0; i < dim_ / 2; ++i) {
-    const float a = x[2 * i], b = x[2 * i + 1];
-    x[2 * i] = a * cs[i] - b * sn[i];
-    x[2 * i + 1] = a * sn[i] + b * cs[i];
+  for (int64_t k = 0; k < count; ++k) {
+    float* v = x + k * stride;
+    for (int64_t i = 0; i < dim_ / 2; ++i) {
+      const float a = v[2 * i], b = v[2 * i + 1];
+      v[2 * i] = a * cs[i] - b * sn[i];
+      v[2 * i + 1] = a * sn[i] + b * cs[i];
+    }
   }
 }
 

@@ -27,6 +27,9 @@ class RopeTable {
 
   // Rotates x[dim] in place for position `pos`.
   void rotate_interleaved(float* x, int64_t pos) const;
+  // The same for `count` vectors x + k * stride at one position: the angles' sines and cosines
+  // once (in double, they were 0.5% of the main thread's decode time as 17 calls a layer).
+  void rotate_interleaved(float* x, int64_t count, int64_t stride, int64_t pos) const;
   void rotate_half_split(float* x, int64_t pos) const;
 
  private:

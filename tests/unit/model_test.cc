@@ -164,6 +164,23 @@ TEST(Rope, InterleavedAndHalfSplitPairings) {
   EXPECT_NEAR(b[1], 2 * std::cos(0.01 * p) - 4 * std::sin(0.01 * p), 1e-6);
 }
 
+// The strided form rotates each of the vectors exactly as a call on it alone, and leaves the
+// floats between them (MLA's no-RoPE part of each head) alone.
+TEST(Rope, StridedHeadsRotateAsEachAlone) {
+  json j = v3_671b();
+  j["qk_rope_head_dim"] = 8;
+  const RopeTable rope(parse(j));
+  constexpr int64_t kHeads = 3, kStride = 11, kPos = 1234;
+  std::vector<float> x(static_cast<size_t>(kHeads * kStride));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * static_cast<float>(i) - 1.0f;
+  std::vector<float> want = x;
+  for (int64_t h = 0; h < kHeads; ++h) rope.rotate_interleaved(want.data() + h * kStride + 2, kPos);
+  rope.rotate_interleaved(x.data() + 2, kHeads, kStride, kPos);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], want[i]) << "float " << i;
+  EXPECT_NE(x[2], 0.1f * 2 - 1.0f) << "rotated at all";
+  EXPECT_EQ(x[0], -1.0f) << "the gap before the first vector";
+}
+
 // Routers on hand-worked inputs.
 ModelConfig router_config(const std::string& scoring, const std::string& method, int groups, int topk_group, int k,
                           bool norm, double scale) {
