@@ -62,11 +62,13 @@ KeySelection indexer_select(const ModelConfig& c, const IndexerWeights& w, const
   std::vector<uint8_t> q8(q.size());
   std::vector<float> q_scales(static_cast<size_t>(T * H * blocks));
   for (const MlaSegment& seg : segments) {
-    for (int64_t th = seg.offset * H; th < (seg.offset + seg.length) * H; ++th) {
-      float* qh = q.data() + th * d;
-      rope.rotate_half_split(qh, seg.p0 + (th / H - seg.offset));
-      ops::hadamard_inplace(qh, d, hadamard_scale);
-      ops::fp8_quantize_blocks(qh, d, kIndexerQuantBlock, true, q8.data() + th * d, q_scales.data() + th * blocks);
+    for (int64_t t = 0; t < seg.length; ++t) {  // every head of a token at its position
+      rope.rotate_half_split(q.data() + (seg.offset + t) * H * d, H, d, seg.p0 + t);
+      for (int64_t th = (seg.offset + t) * H; th < (seg.offset + t + 1) * H; ++th) {
+        float* qh = q.data() + th * d;
+        ops::hadamard_inplace(qh, d, hadamard_scale);
+        ops::fp8_quantize_blocks(qh, d, kIndexerQuantBlock, true, q8.data() + th * d, q_scales.data() + th * blocks);
+      }
     }
   }
 

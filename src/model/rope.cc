@@ -62,14 +62,19 @@ void RopeTable::rotate_interleaved(float* x, int64_t count, int64_t stride, int6
   }
 }
 
-void RopeTable::rotate_half_split(float* x, int64_t pos) const {
+void RopeTable::rotate_half_split(float* x, int64_t pos) const { rotate_half_split(x, 1, 0, pos); }
+
+void RopeTable::rotate_half_split(float* x, int64_t count, int64_t stride, int64_t pos) const {
   float cs[256], sn[256];
   cos_sin(pos, cs, sn);
   const int64_t half = dim_ / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const float a = x[i], b = x[i + half];
-    x[i] = a * cs[i] - b * sn[i];
-    x[i + half] = a * sn[i] + b * cs[i];
+  for (int64_t k = 0; k < count; ++k) {
+    float* v = x + k * stride;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cs[i] - b * sn[i];
+      v[i + half] = a * sn[i] + b * cs[i];
+    }
   }
 }
 

@@ -27,10 +27,12 @@ class RopeTable {
 
   // Rotates x[dim] in place for position `pos`.
   void rotate_interleaved(float* x, int64_t pos) const;
-  // The same for `count` vectors x + k * stride at one position: the angles' sines and cosines
-  // once (in double, they were 0.5% of the main thread's decode time as 17 calls a layer).
-  void rotate_interleaved(float* x, int64_t count, int64_t stride, int64_t pos) const;
   void rotate_half_split(float* x, int64_t pos) const;
+  // The same for `count` vectors x + k * stride at one position, each given the bits a call on it
+  // alone gives: the angles' sines and cosines once (in double, they were 0.5% of the main
+  // thread's decode time as 17 calls a layer; the V3.2 indexer's queries made 64).
+  void rotate_interleaved(float* x, int64_t count, int64_t stride, int64_t pos) const;
+  void rotate_half_split(float* x, int64_t count, int64_t stride, int64_t pos) const;
 
  private:
   void cos_sin(int64_t pos, float* cos_out, float* sin_out) const;

@@ -173,12 +173,20 @@ TEST(Rope, StridedHeadsRotateAsEachAlone) {
   constexpr int64_t kHeads = 3, kStride = 11, kPos = 1234;
   std::vector<float> x(static_cast<size_t>(kHeads * kStride));
   for (size_t i = 0; i < x.size(); ++i) x[i] = 0.1f * static_cast<float>(i) - 1.0f;
+  const std::vector<float> original = x;
   std::vector<float> want = x;
   for (int64_t h = 0; h < kHeads; ++h) rope.rotate_interleaved(want.data() + h * kStride + 2, kPos);
   rope.rotate_interleaved(x.data() + 2, kHeads, kStride, kPos);
-  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], want[i]) << "float " << i;
-  EXPECT_NE(x[2], 0.1f * 2 - 1.0f) << "rotated at all";
-  EXPECT_EQ(x[0], -1.0f) << "the gap before the first vector";
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], want[i]) << "interleaved, float " << i;
+  EXPECT_NE(x[2], original[2]) << "rotated at all";
+  EXPECT_EQ(x[0], original[0]) << "the gap before the first vector";
+  // The V3.2 indexer's pairing.
+  x = want = original;
+  for (int64_t h = 0; h < kHeads; ++h) rope.rotate_half_split(want.data() + h * kStride + 2, kPos);
+  rope.rotate_half_split(x.data() + 2, kHeads, kStride, kPos);
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_EQ(x[i], want[i]) << "half-split, float " << i;
+  EXPECT_NE(x[2], original[2]) << "rotated at all";
+  EXPECT_EQ(x[kStride], original[kStride]) << "the gap after the first vector";
 }
 
 // Routers on hand-worked inputs.
