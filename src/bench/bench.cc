@@ -72,15 +72,23 @@ Expected<RunResult> run_model(const model::Model& m, const RunOptions& o) {
     r.context_seconds = clock.seconds();
   }
   r.prefill_seconds = r.decode_seconds = std::numeric_limits<double>::infinity();
+  ops::set_product_clock(true);
+  struct ClockOff {
+    ~ClockOff() { ops::set_product_clock(false); }
+  } clock_off;
   for (int rep = 0; rep < std::max(o.reps, 1); ++rep) {
     session->truncate(o.context);
+    ops::reset_product_totals();
     Stopwatch prefill;
     DSEEK_RETURN_IF_ERROR(m.forward(*session, prompt, fwd, &logits));
-    r.prefill_seconds = std::min(r.prefill_seconds, prefill.seconds());
+    const double prefill_seconds = prefill.seconds();
+    if (prefill_seconds < r.prefill_seconds) r.prefill_products = ops::product_totals();
+    r.prefill_seconds = std::min(r.prefill_seconds, prefill_seconds);
     if (rep == 0 && o.around_decode) o.around_decode(false);
     const bool paired = rep == 0 && o.paired_block > 0 && o.probe;
     double bandwidth = paired ? o.probe() : 0.0;
     double decode_seconds = 0;  // the probes between blocks are not decode time
+    ops::reset_product_totals();
     for (int64_t done = 0; done < o.decode;) {
       const int64_t k = paired ? std::min(o.paired_block, o.decode - done) : o.decode - done;
       Stopwatch block;
@@ -97,6 +105,7 @@ Expected<RunResult> run_model(const model::Model& m, const RunOptions& o) {
         bandwidth = after;
       }
     }
+    if (decode_seconds < r.decode_seconds) r.decode_products = ops::product_totals();
     r.decode_seconds = std::min(r.decode_seconds, decode_seconds);
     if (rep + 1 == std::max(o.reps, 1) && o.around_decode) o.around_decode(true);
     r.kv_cache_bytes = std::max(r.kv_cache_bytes, session->length() * session->cache().bytes_per_token());
@@ -148,6 +157,15 @@ PairedSummary Report::paired() const {
 
 double Report::prefill_flops_per_second() const { return ratio(flops.total(), run.prefill_seconds); }
 double Report::prefill_efficiency() const { return ratio(prefill_flops_per_second(), fma.flops_per_second); }
+double Report::prefill_product_efficiency() const {
+  return ratio(ratio(2 * run.prefill_products.macs, run.prefill_products.seconds), fma.flops_per_second);
+}
+double Report::decode_product_bytes_per_second() const {
+  return ratio(run.decode_products.weight_bytes, run.decode_products.seconds);
+}
+double Report::decode_product_weights_efficiency() const {
+  return ratio(decode_product_bytes_per_second(), weights_bandwidth.bytes_per_second);
+}
 
 std::string format_report(const Report& r) {
   const RunOptions& o = r.options;
@@ -202,8 +220,25 @@ std::string format_report(const Report& r) {
                      "GB/s); the {} blocks with both reads >= 80% of the fastest: median {:.1f}%\n",
                      100 * p.median, 100 * p.min, 100 * p.max, p.blocks, o.paired_block, p.slowest_probe / 1e9,
                      p.fastest_probe / 1e9, p.fast_blocks, 100 * p.fast_median);
+  if (const ops::ProductTotals& d = r.run.decode_products; o.decode > 0 && d.calls > 0) {
+    const double tokens = static_cast<double>(o.decode);
+    s += fmt::format("decode matrix products: {:.1f} of {:.1f} ms a token ({:.0f}%), {} products streaming {} of "
+                     "weights a token at {:.2f} GB/s",
+                     1e3 * d.seconds / tokens, 1e3 * r.run.decode_seconds / tokens,
+                     100 * ratio(d.seconds, r.run.decode_seconds), static_cast<double>(d.calls) / tokens,
+                     human(d.weight_bytes / tokens, "B"), r.decode_product_bytes_per_second() / 1e9);
+    if (r.weights_bandwidth.buffer_bytes > 0)
+      s += fmt::format(" ({:.1f}% of the weights' read bandwidth)", 100 * r.decode_product_weights_efficiency());
+    s += "\n";
+  }
   s += fmt::format("prefill efficiency:    {:.2f}% ({:.2f} GFLOP/s of {:.1f} GFLOP/s)\n", 100 * r.prefill_efficiency(),
                    r.prefill_flops_per_second() / 1e9, r.fma.flops_per_second / 1e9);
+  if (const ops::ProductTotals& p = r.run.prefill_products; p.calls > 0)
+    s += fmt::format("prefill matrix products: {:.3f} of {:.3f} s ({:.0f}%), {}FLOP in {} products at {:.2f} GFLOP/s "
+                     "= {:.2f}% of peak FMA\n",
+                     p.seconds, r.run.prefill_seconds, 100 * ratio(p.seconds, r.run.prefill_seconds),
+                     human(2 * p.macs, ""), p.calls, ratio(2 * p.macs, p.seconds) / 1e9,
+                     100 * r.prefill_product_efficiency());
   s += fmt::format("peak RSS:    {} (weights {}, KV cache {})\n", human(static_cast<double>(r.peak_rss_bytes), "B"),
                    human(static_cast<double>(r.weight_bytes_total), "B"),
                    human(static_cast<double>(r.run.kv_cache_bytes), "B"));
@@ -278,6 +313,14 @@ std::string report_json(const Report& r) {
       {"kv_bytes_per_token", r.run.kv_bytes_per_token},
       {"kv_resident_bytes", r.run.kv_resident_bytes},
       {"load_average_1m", r.load_average_1m},
+      {"prefill_product_seconds", r.run.prefill_products.seconds},
+      {"prefill_product_flops", 2 * r.run.prefill_products.macs},
+      {"prefill_product_calls", r.run.prefill_products.calls},
+      {"prefill_product_efficiency", r.prefill_product_efficiency()},
+      {"decode_product_seconds", r.run.decode_products.seconds},
+      {"decode_product_weight_bytes", r.run.decode_products.weight_bytes},
+      {"decode_product_calls", r.run.decode_products.calls},
+      {"decode_product_weights_efficiency", r.decode_product_weights_efficiency()},
   };
   if (const PairedSummary p = r.paired(); p.blocks > 0) {
     nlohmann::json blocks = nlohmann::json::array();

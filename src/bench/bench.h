@@ -13,6 +13,7 @@
 #include "bench/machine.h"
 #include "bench/model_cost.h"
 #include "model/deepseek.h"
+#include "ops/product_clock.h"
 
 namespace dseek::bench {
 
@@ -54,6 +55,9 @@ struct RunResult {
   int64_t kv_bytes_per_token = 0;     // latent rows (+ V3.2 indexer keys) of one token, all layers
   int64_t kv_resident_bytes = 0;      // page storage that exists at the end (pages are lazy)
   std::vector<DecodeBlock> blocks;    // paired decode only (RunOptions::paired_block)
+  // The matrix products inside the reported prefill and decode (ops/product_clock.h): their own
+  // time, multiply-adds and weight bytes, for the split between products and everything else.
+  ops::ProductTotals prefill_products, decode_products;
 };
 
 // The paired decode's summary: each block's efficiency is its weight bytes per second over the
@@ -99,6 +103,12 @@ struct Report {
   PairedSummary paired() const;              // all zero without a paired decode
   double prefill_flops_per_second() const;
   double prefill_efficiency() const;
+  // The matrix products alone (RunResult::prefill_products, decode_products): prefill 2 x their
+  // multiply-adds over their own time, against the peak; decode their weight bytes over their own
+  // time, against the weights' read bandwidth.
+  double prefill_product_efficiency() const;
+  double decode_product_bytes_per_second() const;
+  double decode_product_weights_efficiency() const;
 };
 
 std::string format_report(const Report& r);
