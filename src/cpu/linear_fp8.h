@@ -41,11 +41,20 @@ struct Fp8X {
 constexpr int64_t fp8_x_slot(int64_t j) { return 16 * ((j % 16) / 4) + 4 * (j / 16) + j % 4; }
 
 // DSEEK_FP8_DOT=0 in the environment (read once) or set_fp8_dot(false) keeps FP8 on the float
-// family's path (comparisons, benchmarks), DSEEK_FP8_DOT=1 or set_fp8_dot(true) takes this one. By
-// default on for AMD CPUs only: FP8's subnormal codes become float32 denormals, which AMD's cores
-// multiply at full speed and Intel's through microcode assists (not measured here).
+// family's path (comparisons, benchmarks), DSEEK_FP8_DOT=1 or set_fp8_dot(true) takes this one
+// (the default).
 bool fp8_dot_enabled();
 void set_fp8_dot(bool on);
+
+// FP8's subnormal codes become float32 denormals here. AMD's cores multiply those at full speed;
+// Intel's take a microcode assist for each (a step of 64 uniformly random bytes nearly always
+// holds one: 0.9 GB/s a core on an Emerald Rapids VM, against 20 for the float path). With the
+// guard (the default on every CPU but AMD's) a step holding a code of exponent 0 goes through
+// normal operands instead, with the same products (linear_fp8_avx512.cc). Trained weights hold
+// few such codes, so the check (two operations a step) is nearly all the guard costs.
+// DSEEK_FP8_DENORMAL_GUARD=0/1 or set_fp8_denormal_guard() overrides (tests run both).
+bool fp8_denormal_guard();
+void set_fp8_denormal_guard(bool on);
 
 // Whether linear_with(k, kF32, ...) takes this path for w at T <= kGemvMaxTokens: the family has
 // it (AVX-512 with GFNI), it is enabled, w is FP8, and in and block_cols are multiples of

@@ -47,7 +47,7 @@ void expect_matches_reference(const LinearWeight& w, int64_t T, std::mt19937& rn
 
 // Also forces the float path for q8/q4: the integer dot-product path (AVX-512 VNNI) quantizes x,
 // so it is held to its own twin in linear_int8_test.cc, not to this tolerance. And turns the GFNI
-// FP8 path on (by default on AMD CPUs only), so that it is tested wherever the CPU has it.
+// FP8 path on (the default, unless DSEEK_FP8_DOT=0), so that it is tested wherever the CPU has it.
 struct IsaGuard {
   Isa saved = cpu::active_isa();
   bool int8 = cpu::int8_dot_enabled(), fp8 = cpu::fp8_dot_enabled();
@@ -144,54 +144,102 @@ TEST(LinearKernels, Fp8OddBlocksAndLargeScales) {
 // without the known-finite mark, against the reference: every byte but the NaNs (subnormal codes
 // included); x of ordinary size, with outliers that move its shift (1e30, and 1e38 with block
 // scales of 300, where scale x 2^(120 - shift) overflows and the blocks go element by element),
-// and tiny (1e-30); a NaN code in one block; a NaN and an infinity in x. On a CPU with AVX-512 and
-// GFNI the avx512 family must take the path (otherwise this is another float-path test).
+// and tiny (1e-30); a NaN code in one block; a NaN and an infinity in x; with the denormal guard
+// off and on. On a CPU with AVX-512 and GFNI the avx512 family must take the path (otherwise this
+// is another float-path test).
 TEST(LinearKernels, Fp8GfniPathMatchesTheReference) {
   IsaGuard guard;
+  const bool saved_guard = cpu::fp8_denormal_guard();
   std::mt19937 rng(31);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for_each_family([&](Isa isa, const cpu::LinearKernels& k) {
-    for (auto [out, in, br, bc] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{37, 64, 128, 64},
-                                   {40, 640, 16, 128}, {9, 1024, 128, 64}, {130, 768, 128, 128}}) {
-      for (float scale : {0.05f, 300.0f}) {
-        TestWeight t = make_weight(DType::kF8E4M3, out, in, rng, br, bc, 32, scale);
-        if (isa == Isa::kAvx512 && cpu::features().gfni) {
-          EXPECT_TRUE(cpu::fp8_dot_used(k, ops::view_of(t.w)));
-        }
-        for (int x_kind = 0; x_kind < 5; ++x_kind) {
-          for (int64_t T = 1; T <= cpu::kGemvMaxTokens; ++T) {
-            std::vector<float> x(static_cast<size_t>(T * in));
-            for (float& v : x) v = normal(rng);
-            std::string kind = "normal x";
-            if (x_kind == 1) x[static_cast<size_t>(in / 2)] = 1e30f, kind = "x with 1e30";
-            if (x_kind == 2) x.back() = -1e38f, kind = "x with -1e38";
-            if (x_kind == 3) {
-              for (float& v : x) v *= 1e-30f;
-              kind = "x of 1e-30";
-            }
-            if (x_kind == 4) x[3] = NAN, x[static_cast<size_t>(T * in - 5)] = INFINITY, kind = "x with NaN, inf";
-            for (bool finite : {false, true}) {
-              t.w.finite = finite;
-              std::vector<float> y(static_cast<size_t>(T * out), -7.0f), ref(y.size());
-              ops::linear(x.data(), T, t.w, y.data());
-              ops::linear_reference(x.data(), T, t.w, ref.data());
-              std::vector<double> tol = magnitude(x, T, t.w);
-              for (double& v : tol) v = 1e-5 * v + 1e-30;
-              expect_outputs_near(y, ref, tol, out,
-                                  name(isa, DType::kF8E4M3, out, in, T) + " blocks " + std::to_string(br) + "x" +
-                                      std::to_string(bc) + " scale " + std::to_string(scale) + ", " + kind +
-                                      (finite ? ", known finite" : ""),
-                                  "reference");
+  for (bool denormal_guard : {false, true}) {
+    cpu::set_fp8_denormal_guard(denormal_guard);
+    SCOPED_TRACE(denormal_guard ? "denormal guard on" : "denormal guard off");
+    for_each_family([&](Isa isa, const cpu::LinearKernels& k) {
+      for (auto [out, in, br, bc] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{37, 64, 128, 64},
+                                     {40, 640, 16, 128}, {9, 1024, 128, 64}, {130, 768, 128, 128}}) {
+        for (float scale : {0.05f, 300.0f}) {
+          TestWeight t = make_weight(DType::kF8E4M3, out, in, rng, br, bc, 32, scale);
+          if (isa == Isa::kAvx512 && cpu::features().gfni) {
+            EXPECT_TRUE(cpu::fp8_dot_used(k, ops::view_of(t.w)));
+          }
+          for (int x_kind = 0; x_kind < 5; ++x_kind) {
+            for (int64_t T = 1; T <= cpu::kGemvMaxTokens; ++T) {
+              std::vector<float> x(static_cast<size_t>(T * in));
+              for (float& v : x) v = normal(rng);
+              std::string kind = "normal x";
+              if (x_kind == 1) x[static_cast<size_t>(in / 2)] = 1e30f, kind = "x with 1e30";
+              if (x_kind == 2) x.back() = -1e38f, kind = "x with -1e38";
+              if (x_kind == 3) {
+                for (float& v : x) v *= 1e-30f;
+                kind = "x of 1e-30";
+              }
+              if (x_kind == 4) x[3] = NAN, x[static_cast<size_t>(T * in - 5)] = INFINITY, kind = "x with NaN, inf";
+              for (bool finite : {false, true}) {
+                t.w.finite = finite;
+                std::vector<float> y(static_cast<size_t>(T * out), -7.0f), ref(y.size());
+                ops::linear(x.data(), T, t.w, y.data());
+                ops::linear_reference(x.data(), T, t.w, ref.data());
+                std::vector<double> tol = magnitude(x, T, t.w);
+                for (double& v : tol) v = 1e-5 * v + 1e-30;
+                expect_outputs_near(y, ref, tol, out,
+                                    name(isa, DType::kF8E4M3, out, in, T) + " blocks " + std::to_string(br) + "x" +
+                                        std::to_string(bc) + " scale " + std::to_string(scale) + ", " + kind +
+                                        (finite ? ", known finite" : ""),
+                                    "reference");
+              }
             }
           }
+          // A NaN code in row 3's second block: that block's outputs become NaN, the other rows not.
+          t.bytes[kMisalign + 3 * in + bc + 5] = 0x7f;
+          t.w.finite = false;
+          for (int64_t T : {1, 4}) expect_matches_reference(t.w, T, rng, name(isa, DType::kF8E4M3, out, in, T) + " NaN code");
         }
-        // A NaN code in row 3's second block: that block's outputs become NaN, the other rows not.
-        t.bytes[kMisalign + 3 * in + bc + 5] = 0x7f;
-        t.w.finite = false;
-        for (int64_t T : {1, 4}) expect_matches_reference(t.w, T, rng, name(isa, DType::kF8E4M3, out, in, T) + " NaN code");
+      }
+    });
+  }
+  cpu::set_fp8_denormal_guard(saved_guard);
+}
+
+// The denormal guard (linear_fp8.h) changes how a step with a code of exponent 0 is multiplied,
+// not what: the same real products, so the same rounded sums, bit for bit. Weights of random
+// bytes (nearly every step holds a subnormal or a zero), and weights with subnormal codes in a
+// few steps only; x ordinary, tiny (1e-30) and with an outlier that moves its shift.
+TEST(LinearKernels, Fp8GfniDenormalGuardGivesTheSameBits) {
+  const cpu::LinearKernels& k = cpu::linear_kernels(cpu::supported(Isa::kAvx512) ? Isa::kAvx512 : Isa::kScalar);
+  if (k.gemv_fp8 == nullptr) GTEST_SKIP() << "this CPU has no AVX-512 with GFNI";
+  IsaGuard guard;
+  cpu::set_active_isa(Isa::kAvx512);
+  const bool saved_guard = cpu::fp8_denormal_guard();
+  std::mt19937 rng(41);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int64_t out = 21, in = 512;
+  for (bool sparse_subnormals : {false, true}) {
+    TestWeight t = make_weight(DType::kF8E4M3, out, in, rng, 128, 128);
+    uint8_t* codes = t.bytes.data() + kMisalign;
+    if (sparse_subnormals) {  // every code normal (exponent 1..15, no NaN), then a few of exponent 0
+      for (int64_t i = 0; i < out * in; ++i) codes[i] = static_cast<uint8_t>((codes[i] & 0x87) | (1 + i % 14) << 3);
+      for (int64_t i = 0; i < out * in; i += 97) codes[i] = static_cast<uint8_t>(i % 2 ? 0x80 | (i % 8) : i % 8);
+    }
+    ASSERT_TRUE(cpu::fp8_dot_used(k, ops::view_of(t.w)));
+    for (int x_kind = 0; x_kind < 3; ++x_kind) {
+      for (int64_t T = 1; T <= cpu::kGemvMaxTokens; ++T) {
+        std::vector<float> x(static_cast<size_t>(T * in));
+        for (float& v : x) v = normal(rng) * (x_kind == 1 ? 1e-30f : 1.0f);
+        if (x_kind == 2) x[7] = 3e35f;
+        std::vector<float> plain(static_cast<size_t>(T * out)), guarded(plain.size());
+        cpu::set_fp8_denormal_guard(false);
+        ops::linear(x.data(), T, t.w, plain.data());
+        cpu::set_fp8_denormal_guard(true);
+        ops::linear(x.data(), T, t.w, guarded.data());
+        for (size_t i = 0; i < plain.size(); ++i)
+          ASSERT_EQ(std::memcmp(&plain[i], &guarded[i], sizeof(float)), 0)
+              << "output " << i << " T " << T << " x kind " << x_kind << (sparse_subnormals ? " sparse" : " random")
+              << ": " << plain[i] << " against " << guarded[i];
       }
     }
-  });
+  }
+  cpu::set_fp8_denormal_guard(saved_guard);
 }
 
 // The GFNI path's x: token t's input i at fp8_x_slot within its 64-input step, times 2^shift.
