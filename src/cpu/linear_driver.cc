@@ -158,12 +158,16 @@ void gemm_pass(const LinearKernels& k, const float* x, int64_t T, const WeightVi
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t r0 = p * nr, n = std::min(nr, out - r0);
           k.decode_block(w, r0, n, c0, kc, rows, kc);
-          for (int64_t j = 0; j < n; ++j) {
-            const float* src = rows + j * kc;
-            for (int64_t kk = 0; kk < kc; ++kk) wp[kk * nr + j] = src[kk];
+          if (k.transpose_panel != nullptr) {
+            k.transpose_panel(rows, n, kc, wp);
+          } else {
+            for (int64_t j = 0; j < n; ++j) {
+              const float* src = rows + j * kc;
+              for (int64_t kk = 0; kk < kc; ++kk) wp[kk * nr + j] = src[kk];
+            }
+            for (int64_t j = n; j < nr; ++j)
+              for (int64_t kk = 0; kk < kc; ++kk) wp[kk * nr + j] = 0.0f;
           }
-          for (int64_t j = n; j < nr; ++j)
-            for (int64_t kk = 0; kk < kc; ++kk) wp[kk * nr + j] = 0.0f;
           for (int64_t tb = 0; tb < tblocks; ++tb) {
             const int m = static_cast<int>(std::min(mr, T - tb * mr));
             k.micro(xp + cb * slice + tb * mr * kc, wp, kc, y + tb * mr * out + r0, out, cb > 0, m,

@@ -43,6 +43,9 @@ struct LinearKernels {
   void (*micro)(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int m,
                 int n) = nullptr;
   int mr = 1, nr = 1;
+  // wp [kc, nr] = rows [n, kc] (row stride kc) transposed, rows n..nr-1 zero (n <= nr): the
+  // packed product's panel. Null: the driver's plain loop.
+  void (*transpose_panel)(const float* rows, int64_t n, int64_t kc, float* wp) = nullptr;
   // The integer dot-product path for q8/q4 at T <= kGemvMaxTokens (linear_int8.h); null where the
   // family or the CPU has none. quantize_x fills x (laid out by prepare_int8_x) once per call from
   // float x [T, in]; gemv_int8 writes y rows [r0, r1) of every token, like gemv.

@@ -651,5 +651,34 @@ TEST(LinearKernels, KnownFiniteWeightsGiveTheSameBits) {
   });
 }
 
+// The packed product's panel transposition (LinearKernels::transpose_panel) against the plain
+// loop it replaces: every row count 0..nr (the rows past n zero), column counts from 1 to a full
+// block, over a panel buffer filled with garbage first.
+TEST(LinearKernels, TransposePanelMatchesThePlainLoop) {
+  std::mt19937 rng(43);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int families = 0;
+  for (Isa isa : cpu::supported_isas()) {
+    const cpu::LinearKernels& k = cpu::linear_kernels(isa);
+    if (k.transpose_panel == nullptr) continue;
+    ++families;
+    const int64_t nr = k.nr;
+    for (int64_t kc : {int64_t{1}, int64_t{7}, int64_t{16}, int64_t{100}, cpu::kKc}) {
+      std::vector<float> rows(static_cast<size_t>(nr * kc));
+      for (float& v : rows) v = normal(rng);
+      for (int64_t n = 0; n <= nr; ++n) {
+        std::vector<float> wp(static_cast<size_t>(kc * nr), NAN), want(wp.size(), 0.0f);
+        for (int64_t j = 0; j < n; ++j)
+          for (int64_t kk = 0; kk < kc; ++kk) want[kk * nr + j] = rows[j * kc + kk];
+        k.transpose_panel(rows.data(), n, kc, wp.data());
+        for (size_t i = 0; i < wp.size(); ++i)
+          ASSERT_EQ(std::memcmp(&wp[i], &want[i], sizeof(float)), 0)
+              << cpu::isa_name(isa) << " n " << n << " kc " << kc << " at " << i << ": " << wp[i] << " for " << want[i];
+      }
+    }
+  }
+  if (families == 0) GTEST_SKIP() << "no kernel family on this CPU has a panel transposition";
+}
+
 }  // namespace
 }  // namespace dseek
