@@ -134,8 +134,7 @@ void linear_rows(const float* x, const LinearWeight& w, int64_t r0, int64_t n, f
 
 void linear(const float* x, int64_t T, const LinearWeight& w, float* y) {
   DSEEK_CHECK(!w.empty(), "linear on an unbound weight");
-  const ProductTimer timer(static_cast<double>(T) * static_cast<double>(w.out) * static_cast<double>(w.in),
-                          stored_bytes(w));
+  const ProductTimer timer(T, w);
   // The kernels (src/cpu/linear_kernels.h) pick the path by T and the family by cpu::active_isa().
   cpu::linear(x, T, view_of(w), y);
 }
@@ -143,21 +142,17 @@ void linear(const float* x, int64_t T, const LinearWeight& w, float* y) {
 void linear_batch(std::span<const LinearJob> jobs) {
   std::vector<cpu::LinearJob> cj;
   cj.reserve(jobs.size());
-  double macs = 0, bytes = 0;
   for (const LinearJob& j : jobs) {
     DSEEK_CHECK(j.w != nullptr && !j.w->empty(), "linear_batch: job {} has an unbound weight", cj.size());
     cj.push_back({j.x, j.T, view_of(*j.w), j.y});
-    macs += static_cast<double>(j.T) * static_cast<double>(j.w->out) * static_cast<double>(j.w->in);
-    bytes += stored_bytes(*j.w);
   }
-  const ProductTimer timer(macs, bytes);
+  const ProductTimer timer(jobs);
   cpu::linear_batch(cj);
 }
 
 void linear_f32(const float* x, int64_t T, const LinearWeight& w, float* y) {
   DSEEK_CHECK(!w.empty(), "linear on an unbound weight");
-  const ProductTimer timer(static_cast<double>(T) * static_cast<double>(w.out) * static_cast<double>(w.in),
-                          stored_bytes(w));
+  const ProductTimer timer(T, w);
   cpu::linear_with(cpu::linear_kernels(cpu::active_isa()), cpu::ComputeType::kF32, x, T, view_of(w), y);
 }
 

@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "base/dtype.h"
+#include "cpu/weight_view.h"
 
 namespace dseek::ops {
 
@@ -37,25 +38,43 @@ void reset_product_totals() {
 }
 
 double stored_bytes(const LinearWeight& w) {
-  const double n = static_cast<double>(w.out) * static_cast<double>(w.in);
+  const double out = static_cast<double>(w.out);
+  const double codes = out * static_cast<double>(cpu::row_bytes(view_of(w)));
   switch (w.dtype) {
-    case DType::kU8:  // q4: two codes a byte, an F16 scale per group
-      return n / 2 + 2 * n / static_cast<double>(w.group_size);
-    case DType::kI8:  // q8
-      return n + 2 * n / static_cast<double>(w.group_size);
+    case DType::kU8:  // q4 and q8: an F16 scale per group of a row
+    case DType::kI8:
+      return codes + 2 * out * static_cast<double>(w.in / w.group_size);
     case DType::kF8E4M3:  // one float scale per block
-      return n + 4.0 * static_cast<double>((w.out + w.block_rows - 1) / w.block_rows) *
-                     static_cast<double>(w.scale_cols());
+      return codes + 4.0 * static_cast<double>((w.out + w.block_rows - 1) / w.block_rows) *
+                         static_cast<double>(w.scale_cols());
     default:
-      return n * static_cast<double>(dtype_size(w.dtype));
+      return codes;
   }
+}
+
+namespace {
+
+double macs_of(int64_t T, const LinearWeight& w) {
+  return static_cast<double>(T) * static_cast<double>(w.out) * static_cast<double>(w.in);
 }
 
 // Products inside a caller's parallel region (per-head pieces) are parts of a step, not products
 // of their own: only the outermost calls count.
-ProductTimer::ProductTimer(double macs, double weight_bytes)
-    : on_(product_clock_on() && !omp_in_parallel()), macs_(macs), bytes_(weight_bytes) {
-  if (on_) start_ns_ = now_ns();
+bool timing_now() { return product_clock_on() && !omp_in_parallel(); }
+
+}  // namespace
+
+ProductTimer::ProductTimer(int64_t T, const LinearWeight& w) : on_(timing_now()) {
+  if (!on_) return;
+  macs_ = macs_of(T, w);
+  bytes_ = stored_bytes(w);
+  start_ns_ = now_ns();
+}
+
+ProductTimer::ProductTimer(std::span<const LinearJob> jobs) : on_(timing_now()) {
+  if (!on_) return;
+  for (const LinearJob& j : jobs) macs_ += macs_of(j.T, *j.w), bytes_ += stored_bytes(*j.w);
+  start_ns_ = now_ns();
 }
 
 ProductTimer::~ProductTimer() {

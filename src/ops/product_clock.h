@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "ops/linear.h"
 
@@ -30,17 +31,20 @@ void reset_product_totals();
 // Bytes a weight occupies as stored, its scales included: what one pass over it reads.
 double stored_bytes(const LinearWeight& w);
 
-// Times one product call (constructed at the call's start) and adds it to the totals.
+// Times one product call (constructed at the call's start) and adds it to the totals: one
+// product of T tokens by w, or a batch of jobs counted as one call. Multiply-adds and bytes are
+// worked out only while the clock is on.
 class ProductTimer {
  public:
-  ProductTimer(double macs, double weight_bytes);
+  ProductTimer(int64_t T, const LinearWeight& w);
+  explicit ProductTimer(std::span<const LinearJob> jobs);
   ~ProductTimer();
   ProductTimer(const ProductTimer&) = delete;
   ProductTimer& operator=(const ProductTimer&) = delete;
 
  private:
   bool on_;
-  double macs_, bytes_;
+  double macs_ = 0, bytes_ = 0;
   int64_t start_ns_ = 0;
 };
 
