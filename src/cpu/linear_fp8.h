@@ -48,8 +48,8 @@ void set_fp8_dot(bool on);
 
 // FP8's subnormal codes become float32 denormals here. AMD's cores multiply those at full speed;
 // Intel's take a microcode assist for each (a step of 64 uniformly random bytes nearly always
-// holds one: 0.9 GB/s a core on an Emerald Rapids VM, against 20 for the float path). With the
-// guard (the default on every CPU but AMD's) a step holding a code of exponent 0 goes through
+// holds one: 0.9 GB/s on two threads of an Emerald Rapids VM, against 20 for the float path).
+// With the guard (the default on every CPU but AMD's) a step holding a code of exponent 0 goes through
 // normal operands instead, with the same products (linear_fp8_avx512.cc). Trained weights hold
 // few such codes, so the check (two operations a step) is nearly all the guard costs.
 // DSEEK_FP8_DENORMAL_GUARD=0/1 or set_fp8_denormal_guard() overrides (tests run both).
