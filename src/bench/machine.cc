@@ -1,7 +1,6 @@
 #include "bench/machine.h"
 
 #include <omp.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -10,6 +9,9 @@
 #include <cstddef>
 #include <limits>
 #include <new>
+#include <utility>
+
+#include "base/huge_page_memory.h"
 
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h>
@@ -78,27 +80,6 @@ __attribute__((noinline)) uint64_t sum_bytes(const uint8_t* p, size_t n) {
 }
 
 
-// An anonymous mapping aligned to 2 MiB, with transparent huge pages requested (fewer TLB
-// misses, as a model's large mapped weights would see); unmapped (returned to the system) on
-// destruction so that it does not stay in this process's memory afterwards.
-class HugeBuffer {
- public:
-  explicit HugeBuffer(size_t bytes) : bytes_(bytes) {
-    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    madvise(p, bytes_, MADV_HUGEPAGE);  // advisory: ignored where THP is off
-    data_ = static_cast<float*>(p);
-  }
-  ~HugeBuffer() { munmap(data_, bytes_); }
-  HugeBuffer(const HugeBuffer&) = delete;
-  HugeBuffer& operator=(const HugeBuffer&) = delete;
-  float* data() const { return data_; }
-
- private:
-  size_t bytes_;
-  float* data_ = nullptr;
-};
-
 // ---- FMA chains -------------------------------------------------------------------------
 // `iters` rounds of kChains independent vector FMAs acc = acc * a + b. Independent chains hide
 // the FMA latency (4 cycles, 1-2 issued per cycle on current x86 cores: up to 8 in flight);
@@ -163,7 +144,11 @@ BandwidthResult measure_read_bandwidth(int threads, uint64_t buffer_bytes, int p
   // Each thread's share: a whole number of 4 KiB pages (so of 256-byte vector steps).
   const uint64_t share = std::max<uint64_t>(buffer_bytes / static_cast<uint64_t>(wanted) / 4096, 1) * 4096;
   const size_t floats_per_share = share / sizeof(float);
-  HugeBuffer buf(static_cast<size_t>(share * static_cast<uint64_t>(wanted)));
+  // Huge pages: fewer TLB misses, as a model's weights copied in by --no-mmap see.
+  auto memory = HugePageMemory::allocate(static_cast<size_t>(share * static_cast<uint64_t>(wanted)), "bandwidth probe");
+  if (!memory.ok()) throw std::bad_alloc();
+  const HugePageMemory buffer = std::move(memory).value();
+  auto* data = reinterpret_cast<float*>(buffer.data());
   int used_threads = wanted;
 
   // First touch by the thread that will read the share.
@@ -172,12 +157,12 @@ BandwidthResult measure_read_bandwidth(int threads, uint64_t buffer_bytes, int p
     const int t = omp_get_thread_num();
 #pragma omp single
     used_threads = omp_get_num_threads();
-    float* p = buf.data() + static_cast<size_t>(t) * floats_per_share;
+    float* p = data + static_cast<size_t>(t) * floats_per_share;
     for (size_t i = 0; i < floats_per_share; ++i) p[i] = 1.0f;
   }
 
   // Read like any other bytes: each thread's share of the buffer is exactly the share it touched.
-  const auto* bytes = reinterpret_cast<const uint8_t*>(buf.data());
+  const auto* bytes = reinterpret_cast<const uint8_t*>(buffer.data());
   return measure_regions_read_bandwidth(used_threads, {std::span(bytes, share * static_cast<uint64_t>(used_threads))},
                                         passes);
 }

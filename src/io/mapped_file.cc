@@ -1,9 +1,5 @@
 #include "io/mapped_file.h"
 
-#include <omp.h>
-
-#include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -57,66 +53,6 @@ Expected<std::unique_ptr<MappedFile>> MappedFile::open(const std::string& path) 
   ::close(fd);
   file->data_ = file->fallback_.data();
   return file;
-}
-
-Status MappedFile::copy_into_memory(const std::function<void(size_t)>& progress) {
-  if (!mapped_ || anonymous_ || size_ == 0) return {};
-  // A region one huge page longer, trimmed to a 2 MiB-aligned start, so that the copy can be
-  // backed by huge pages from its first byte.
-  constexpr size_t kHuge = size_t{2} << 20;
-  void* raw = ::mmap(nullptr, size_ + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (raw == MAP_FAILED)
-    return Status::errorf("{}: cannot allocate {:.2f} GB to hold it in memory ({}); load without --no-mmap", path_,
-                          static_cast<double>(size_) / 1e9, std::strerror(errno));
-  auto* base = static_cast<uint8_t*>(raw);
-  auto* copy = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(base) + kHuge - 1) / kHuge * kHuge);
-  if (copy > base) ::munmap(base, static_cast<size_t>(copy - base));
-  const size_t tail = static_cast<size_t>(base + size_ + kHuge - (copy + size_));
-  if (tail > 0) ::munmap(copy + size_, tail);
-  ::madvise(copy, size_, MADV_HUGEPAGE);  // advice only: without THP the copy still works
-  // read(), not a copy from the mapping: the mapping's pages would count in this process's
-  // resident memory next to the copy. Chunks in parallel: one thread reads about 3 GB/s.
-  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    const int err = errno;
-    ::munmap(copy, size_);
-    return Status::errorf("{}: cannot open to read it into memory: {}", path_, std::strerror(err));
-  }
-  constexpr size_t kChunk = size_t{32} << 20;
-  const auto chunks = static_cast<int64_t>((size_ + kChunk - 1) / kChunk);
-  std::atomic<size_t> copied{0};
-  std::atomic<int64_t> failed_at{-1};
-#pragma omp parallel for schedule(dynamic)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const size_t begin = static_cast<size_t>(c) * kChunk, end = std::min(size_, begin + kChunk);
-    for (size_t at = begin; at < end && failed_at.load() < 0;) {
-      const ssize_t n = ::pread(fd, copy + at, end - at, static_cast<off_t>(at));
-      if (n <= 0) {
-        failed_at = static_cast<int64_t>(at);
-        break;
-      }
-      at += static_cast<size_t>(n);
-    }
-    const size_t now = copied += end - begin;
-    if (progress && omp_get_thread_num() == 0) progress(now);  // the callback need not be thread-safe
-  }
-  ::close(fd);
-  if (failed_at.load() >= 0) {
-    ::munmap(copy, size_);
-    return Status::errorf("{}: read failed at byte {} of {} while copying it into memory", path_, failed_at.load(),
-                          size_);
-  }
-  if (progress) progress(size_);
-  // The copy moves onto the mapping's own addresses (replacing it), so views stay valid.
-  void* at = ::mremap(copy, size_, size_, MREMAP_MAYMOVE | MREMAP_FIXED, const_cast<uint8_t*>(data_));
-  if (at == MAP_FAILED) {
-    const int err = errno;
-    ::munmap(copy, size_);
-    return Status::errorf("{}: cannot move its in-memory copy over the mapping ({})", path_, std::strerror(err));
-  }
-  ::mprotect(at, size_, PROT_READ);
-  anonymous_ = true;
-  return {};
 }
 
 MappedFile::~MappedFile() {

@@ -89,19 +89,25 @@ class ProgressLine {
 
 Expected<std::unique_ptr<model::Model>> load_model(const std::string& dir, const LoadOptions& options) {
   Stopwatch clock;
-  DSEEK_ASSIGN_OR_RETURN(auto model, model::Model::load(dir));
-  const io::Checkpoint& ckpt = model->weights().checkpoint();
-  const uint64_t total = ckpt.total_bytes();
+  // Bound once on the mapped files, so that a checkpoint that does not fit the config fails
+  // before a long copy; after the copy the tensors live elsewhere, so bound again.
+  DSEEK_ASSIGN_OR_RETURN(auto weights, model::load_weights(dir));
+  const uint64_t total = weights->checkpoint().total_bytes();
   const bool tty = options.progress && isatty(STDERR_FILENO);
 
   if (!options.mmap) {
     ProgressLine line(tty, dir, total, "copied into memory");
     uint64_t before = 0;
-    for (const auto& shard : ckpt.shards()) {
+    for (const auto& shard : weights->checkpoint().shards()) {
       DSEEK_RETURN_IF_ERROR(shard->copy_into_memory([&](size_t copied) { line.update(before + copied); }));
       before += shard->file_size();
     }
+    const model::ModelConfig config = weights->config();
+    DSEEK_ASSIGN_OR_RETURN(weights,
+                           model::Weights::bind(config, model::Weights::release_checkpoint(std::move(weights))));
   }
+  auto model = std::make_unique<model::Model>(std::move(weights));
+  const io::Checkpoint& ckpt = model->weights().checkpoint();
   if (options.verify) {
     std::vector<const io::TensorView*> tensors;
     for (const auto& [name, t] : ckpt.tensors()) tensors.push_back(t);
