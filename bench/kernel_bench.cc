@@ -6,8 +6,9 @@
 // previous implementation (decode 16 rows to float, dot products) in the same run for a ratio.
 // q8/q4 also get a row "int8": the integer dot-product path (AVX-512 VNNI, linear_int8.h), x
 // quantization included; the family rows run the float path (DSEEK_INT8_DOT=0 equivalent).
-// FP8 also gets a row "gfni": the float32 path on GFNI byte transforms (AVX-512 with GFNI,
-// linear_fp8.h), x preparation included; the family rows run the float path (DSEEK_FP8_DOT=0).
+// FP8 also gets rows "gfni" and "gfni-p": the float32 path on GFNI byte transforms (AVX-512 with
+// GFNI, linear_fp8.h) placing the bytes with unpacks and with a byte permute, x preparation
+// included; the family rows run the float path (DSEEK_FP8_DOT=0).
 // BF16 and FP8 also get a row "bf16": BF16-compute mode's vdpbf16ps path (linear_bf16.h), x
 // rounding included; in the packed table a "bf16" column (vdpbf16ps does 2 multiply-adds per
 // lane, so it can pass 100% of the FP32 FMA peak).
@@ -259,7 +260,7 @@ int main(int argc, char** argv) {
   const bool int8_path = avx512k != nullptr && avx512k->gemv_int8 != nullptr;
   const bool gfni_path = avx512k != nullptr && avx512k->gemv_fp8 != nullptr;
   if (int8_path) std::printf(" %9s T=1 T=4 (kernel only)", "int8");
-  if (gfni_path) std::printf(" %9s T=1 T=4 (kernel only)", "gfni");
+  if (gfni_path) std::printf(" %9s T=1 T=4 (kernel only) %9s T=1 T=4 (kernel only)", "gfni", "gfni-p");
   // One such path's columns: T = 1 and 4 with x's preparation timed, then the kernel alone.
   auto prepared_x_row = [&](const char* name, const Weight& m, auto&& prepare, auto&& kernel) {
     std::printf("  %-6s", name);
@@ -310,13 +311,15 @@ int main(int argc, char** argv) {
       const cpu::WeightView v = ops::view_of(m.w);
       std::vector<float> buf(4 * 1024);
       cpu::Fp8X q;
-      prepared_x_row(
-          "gfni", m,
-          [&](int64_t T) {
-            q = cpu::Fp8X{T, 1024, 120, x.data(), buf.data()};
-            avx512k->prepare_x_fp8(q);
-          },
-          [&](int64_t) { avx512k->gemv_fp8(q, v, 0, 128, y.data()); });
+      for (bool in_order : {false, true}) {
+        prepared_x_row(
+            in_order ? "gfni-p" : "gfni", m,
+            [&](int64_t T) {
+              q = cpu::Fp8X{T, 1024, 120, x.data(), buf.data(), in_order};
+              avx512k->prepare_x_fp8(q);
+            },
+            [&](int64_t) { avx512k->gemv_fp8(q, v, 0, 128, y.data()); });
+      }
     }
     std::printf("\n");
   }
@@ -374,8 +377,14 @@ int main(int argc, char** argv) {
       cpu::set_fp8_dot(false);
       row(std::string(cpu::isa_name(isa)).c_str(), run);
       cpu::set_fp8_dot(true);
-      if (cpu::fp8_dot_used(k, cpu::WeightView{d, 4096, 7168, ws[0].w.data, nullptr, 128, 128, nullptr, 32}))
+      if (cpu::fp8_dot_used(k, cpu::WeightView{d, 4096, 7168, ws[0].w.data, nullptr, 128, 128, nullptr, 32})) {
+        const bool permute = cpu::fp8_byte_permute();
+        cpu::set_fp8_byte_permute(false);
         row("gfni", run);
+        cpu::set_fp8_byte_permute(true);
+        row("gfni-p", run);
+        cpu::set_fp8_byte_permute(permute);
+      }
       cpu::set_fp8_dot(fp8_on);
       cpu::set_int8_dot(true);
       if (cpu::int8_dot_used(k, cpu::WeightView{d, 4096, 7168, ws[0].w.data, nullptr, 128, 128,

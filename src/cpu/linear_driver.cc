@@ -82,7 +82,7 @@ GemvX prepare_gemv_x(const LinearKernels& k, ComputeType c, GemvPath p, const fl
     g.int8 = prepare_int8_x(T, w, buf);
     k.quantize_x(x, w, g.int8);
   } else if (p == GemvPath::kFp8Dot) {
-    g.fp8 = Fp8X{T, w.in, bf16_x_shift(x, T * w.in, w), x, buf};
+    g.fp8 = Fp8X{T, w.in, bf16_x_shift(x, T * w.in, w), x, buf, fp8_byte_permute()};
     k.prepare_x_fp8(g.fp8);
   } else if (c == ComputeType::kBf16) {
     round_to_bf16(x, T * w.in, buf);

@@ -15,6 +15,11 @@ bool denormals_slow() { return !features().amd; }
 
 EnvSwitch g_denormal_guard("DSEEK_FP8_DENORMAL_GUARD", denormals_slow);
 
+// Intel's cores run 512-bit shuffles on one port only (the unpacks' six a step queue there).
+bool shuffles_one_port() { return !features().amd; }
+
+EnvSwitch g_byte_permute("DSEEK_FP8_PERMUTE", shuffles_one_port);
+
 }  // namespace
 
 bool fp8_dot_enabled() { return g_fp8_dot.on(); }
@@ -24,6 +29,10 @@ void set_fp8_dot(bool on) { g_fp8_dot.set(on); }
 bool fp8_denormal_guard() { return g_denormal_guard.on(); }
 
 void set_fp8_denormal_guard(bool on) { g_denormal_guard.set(on); }
+
+bool fp8_byte_permute() { return g_byte_permute.on(); }
+
+void set_fp8_byte_permute(bool on) { g_byte_permute.set(on); }
 
 bool fp8_dot_used(const LinearKernels& k, const WeightView& w) {
   return k.gemv_fp8 != nullptr && w.dtype == DType::kF8E4M3 && w.in % kFp8Step == 0 &&

@@ -4,12 +4,13 @@
 // weights, which bounds a core below what memory delivers. Here two GFNI byte transforms
 // (vgf2p8affineqb: a fixed bit permutation of every byte) make the high and the low byte of each
 // weight's float32 bits, and byte and word unpacks put them in place: three operations a 16.
+// On Intel a byte permute takes the unpacks' place (fp8_byte_permute): 1.5 operations a 16.
 // See docs/kernels.md.
 //
 // The float32 bits of weight byte s.eeee.mmm are s.0000eeee.mmm0...0: value * 2^-120 exactly,
 // subnormal codes included (e4m3's subnormals land on float32's, whose bias differs by the same
 // 120). The unpacks work within 128-bit lanes, so a 64-weight step holds its weights in the order
-// of kFp8Slot below, and x is stored permuted to match, and scaled by 2^shift with the rule of
+// of fp8_x_slot below (the permute keeps them in order), and x is stored to match, scaled by 2^shift with the rule of
 // bf16_x_shift (the largest |x| just under 2^127) so that the products, about 2^-120 smaller
 // than w * x, stay clear of float32's subnormal range. Each block's sum is scaled once by its
 // scale x 2^(120 - shift); the products themselves are exact, so the outputs differ from the
@@ -27,13 +28,15 @@ namespace dseek::cpu {
 constexpr int64_t kFp8Step = 64;  // weights of one 64-byte load
 
 // x of one call: token t's input i (i in a 64-input step starting at s) at
-// data[t * in + s + fp8_x_slot(i - s)], times 2^shift. `x` is the caller's x, unscaled, for the
-// blocks that go element by element.
+// data[t * in + s + fp8_x_slot(i - s)], or at data[t * in + i] when in_order (the permute's
+// layout), times 2^shift. `x` is the caller's x, unscaled, for the blocks that go element by
+// element.
 struct Fp8X {
   int64_t T = 0, in = 0;
   int shift = 0;
   const float* x = nullptr;
   float* data = nullptr;
+  bool in_order = false;  // the kernel converts with the byte permute (fp8_byte_permute())
 };
 
 // Where input j of a 64-input step sits in that step's x: the unpacks leave vector k (16 floats)
@@ -55,6 +58,15 @@ void set_fp8_dot(bool on);
 // DSEEK_FP8_DENORMAL_GUARD=0/1 or set_fp8_denormal_guard() overrides (tests run both).
 bool fp8_denormal_guard();
 void set_fp8_denormal_guard(bool on);
+
+// Which instructions put the GFNI bytes in place: a byte permute per 16 weights (vpermb; on
+// Intel's cores, where shuffles have one port, the faster: 25.5-29.1 against 22.7-26.1 GB/s of
+// weights on two threads in L2 on an Emerald Rapids VM), or byte and word unpacks (the default
+// on AMD, where an earlier measurement found permutes slower than unpacks). Chosen when x is
+// prepared (Fp8X::in_order). DSEEK_FP8_PERMUTE=0/1 or set_fp8_byte_permute() overrides (tests
+// run both).
+bool fp8_byte_permute();
+void set_fp8_byte_permute(bool on);
 
 // Whether linear_with(k, kF32, ...) takes this path for w at T <= kGemvMaxTokens: the family has
 // it (AVX-512 with GFNI), it is enabled, w is FP8, and in and block_cols are multiples of

@@ -5,6 +5,7 @@
 // summation order: |fast - ref| <= 1e-5 * sum_i |x_i w_i| (plus a tiny absolute floor).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -145,16 +146,19 @@ TEST(LinearKernels, Fp8OddBlocksAndLargeScales) {
 // included); x of ordinary size, with outliers that move its shift (1e30, and 1e38 with block
 // scales of 300, where scale x 2^(120 - shift) overflows and the blocks go element by element),
 // and tiny (1e-30); a NaN code in one block; a NaN and an infinity in x; with the denormal guard
-// off and on. On a CPU with AVX-512 and GFNI the avx512 family must take the path (otherwise this
+// off and on, and with each of the two byte placements (unpacks, permute). On a CPU with AVX-512 and GFNI the avx512 family must take the path (otherwise this
 // is another float-path test).
 TEST(LinearKernels, Fp8GfniPathMatchesTheReference) {
   IsaGuard guard;
-  const bool saved_guard = cpu::fp8_denormal_guard();
+  const bool saved_guard = cpu::fp8_denormal_guard(), saved_permute = cpu::fp8_byte_permute();
   std::mt19937 rng(31);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (bool denormal_guard : {false, true}) {
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool denormal_guard = variant % 2 == 1, permute = variant / 2 == 1;
     cpu::set_fp8_denormal_guard(denormal_guard);
-    SCOPED_TRACE(denormal_guard ? "denormal guard on" : "denormal guard off");
+    cpu::set_fp8_byte_permute(permute);
+    SCOPED_TRACE(std::string(denormal_guard ? "denormal guard on" : "denormal guard off") +
+                 (permute ? ", byte permute" : ", unpacks"));
     for_each_family([&](Isa isa, const cpu::LinearKernels& k) {
       for (auto [out, in, br, bc] : {std::tuple<int64_t, int64_t, int64_t, int64_t>{37, 64, 128, 64},
                                      {40, 640, 16, 128}, {9, 1024, 128, 64}, {130, 768, 128, 128}}) {
@@ -199,22 +203,26 @@ TEST(LinearKernels, Fp8GfniPathMatchesTheReference) {
     });
   }
   cpu::set_fp8_denormal_guard(saved_guard);
+  cpu::set_fp8_byte_permute(saved_permute);
 }
 
 // The denormal guard (linear_fp8.h) changes how a step with a code of exponent 0 is multiplied,
 // not what: the same real products, so the same rounded sums, bit for bit. Weights of random
 // bytes (nearly every step holds a subnormal or a zero), and weights with subnormal codes in a
-// few steps only; x ordinary, tiny (1e-30) and with an outlier that moves its shift.
+// few steps only; x ordinary, tiny (1e-30) and with an outlier that moves its shift. With either
+// byte placement.
 TEST(LinearKernels, Fp8GfniDenormalGuardGivesTheSameBits) {
   const cpu::LinearKernels& k = cpu::linear_kernels(cpu::supported(Isa::kAvx512) ? Isa::kAvx512 : Isa::kScalar);
   if (k.gemv_fp8 == nullptr) GTEST_SKIP() << "this CPU has no AVX-512 with GFNI";
   IsaGuard guard;
   cpu::set_active_isa(Isa::kAvx512);
-  const bool saved_guard = cpu::fp8_denormal_guard();
+  const bool saved_guard = cpu::fp8_denormal_guard(), saved_permute = cpu::fp8_byte_permute();
   std::mt19937 rng(41);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   const int64_t out = 21, in = 512;
-  for (bool sparse_subnormals : {false, true}) {
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool sparse_subnormals = variant % 2 == 1;
+    cpu::set_fp8_byte_permute(variant / 2 == 1);
     TestWeight t = make_weight(DType::kF8E4M3, out, in, rng, 128, 128);
     uint8_t* codes = t.bytes.data() + kMisalign;
     if (sparse_subnormals) {  // every code normal (exponent 1..15, no NaN), then a few of exponent 0
@@ -235,14 +243,17 @@ TEST(LinearKernels, Fp8GfniDenormalGuardGivesTheSameBits) {
         for (size_t i = 0; i < plain.size(); ++i)
           ASSERT_EQ(std::memcmp(&plain[i], &guarded[i], sizeof(float)), 0)
               << "output " << i << " T " << T << " x kind " << x_kind << (sparse_subnormals ? " sparse" : " random")
-              << ": " << plain[i] << " against " << guarded[i];
+              << (cpu::fp8_byte_permute() ? ", byte permute" : ", unpacks") << ": " << plain[i] << " against "
+              << guarded[i];
       }
     }
   }
   cpu::set_fp8_denormal_guard(saved_guard);
+  cpu::set_fp8_byte_permute(saved_permute);
 }
 
-// The GFNI path's x: token t's input i at fp8_x_slot within its 64-input step, times 2^shift.
+// The GFNI path's x: token t's input i at fp8_x_slot within its 64-input step (for the unpacks)
+// or in place (for the byte permute), times 2^shift.
 TEST(LinearKernels, Fp8GfniXLayout) {
   const cpu::LinearKernels& k = cpu::linear_kernels(cpu::supported(Isa::kAvx512) ? Isa::kAvx512 : Isa::kScalar);
   if (k.prepare_x_fp8 == nullptr) GTEST_SKIP() << "this CPU has no AVX-512 with GFNI";
@@ -251,14 +262,17 @@ TEST(LinearKernels, Fp8GfniXLayout) {
   const int64_t T = 3, in = 192;
   std::vector<float> x(T * in), data(T * in, -1.0f);
   for (float& v : x) v = normal(rng);
-  for (int shift : {120, 7, 0, -1}) {
-    k.prepare_x_fp8(cpu::Fp8X{T, in, shift, x.data(), data.data()});
-    for (int64_t t = 0; t < T; ++t)
-      for (int64_t i = 0; i < in; ++i) {
-        const int64_t at = t * in + i / 64 * 64 + cpu::fp8_x_slot(i % 64);
-        ASSERT_EQ(data[at], std::ldexp(x[t * in + i], shift)) << "token " << t << " input " << i << " shift " << shift;
-      }
-  }
+  for (bool in_order : {false, true})
+    for (int shift : {120, 7, 0, -1}) {
+      std::fill(data.begin(), data.end(), -1.0f);
+      k.prepare_x_fp8(cpu::Fp8X{T, in, shift, x.data(), data.data(), in_order});
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t i = 0; i < in; ++i) {
+          const int64_t at = t * in + (in_order ? i : i / 64 * 64 + cpu::fp8_x_slot(i % 64));
+          ASSERT_EQ(data[at], std::ldexp(x[t * in + i], shift))
+              << "token " << t << " input " << i << " shift " << shift << (in_order ? " in order" : "");
+        }
+    }
   // The slots are a permutation of each step.
   std::vector<int> seen(64, 0);
   for (int64_t j = 0; j < 64; ++j) ++seen[cpu::fp8_x_slot(j)];
