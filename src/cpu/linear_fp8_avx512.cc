@@ -55,13 +55,15 @@ struct UnpackConverter {
   }
 };
 
-// w[k] holds weights 16 k + [0, 16), in order. Each 32-byte half of the step is loaded into both halves of a vector; one affine makes its
-// high bytes in the lower half and its low bytes in the upper half (the matrix operand differs
-// per qword), and one byte permute per 16 weights moves each weight's two bytes to the top of
-// its lane, zeroing the rest. Per 64 weights: two affines (port 0 on Intel) and four permutes
-// (port 5), against the unpacks' six operations on port 5. The faster of the two on Intel.
+// w[k] holds weights 16 k + [0, 16), in order. Each 32-byte half of the step is loaded into both
+// halves of a vector; one affine makes its high bytes in the lower half and its low bytes in the
+// upper half (the matrix operand differs per qword), and one byte permute per 16 weights moves
+// each weight's two bytes to the top of its lane, zeroing the rest. Per 64 weights: two affines
+// (port 0 on Intel) and four permutes (port 5), against the unpacks' six operations on port 5.
+// The faster of the two on Intel.
 struct PermuteConverter {
-  __m512i matrices = _mm512_set_epi64(kLowByte, kLowByte, kLowByte, kLowByte, kHighByte, kHighByte, kHighByte, kHighByte);
+  __m512i matrices =
+      _mm512_set_epi64(kLowByte, kLowByte, kLowByte, kLowByte, kHighByte, kHighByte, kHighByte, kHighByte);
   __m512i place[2];  // weights 16 k + [0, 16) of a half: lane j's bytes 2 and 3 from 32 + 16 k + j and 16 k + j
   static constexpr __mmask64 kTopBytes = 0xCCCCCCCCCCCCCCCCull;
 

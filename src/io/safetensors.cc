@@ -169,10 +169,12 @@ Status SafetensorsFile::copy_into_memory(const std::function<void(size_t)>& prog
     placed[i] = (end + kAlign - 1) / kAlign * kAlign;
     end = placed[i] + t.nbytes;
     const auto from = static_cast<size_t>(t.data - file_->data());
-    for (size_t at = 0; at < t.nbytes; at += kPiece) pieces.push_back({placed[i] + at, from + at, std::min(kPiece, t.nbytes - at)});
+    for (size_t at = 0; at < t.nbytes; at += kPiece)
+      pieces.push_back({placed[i] + at, from + at, std::min(kPiece, t.nbytes - at)});
   }
   auto allocated = HugePageMemory::allocate(std::max<size_t>(end, 1), path());
-  if (!allocated.ok()) return Status::errorf("{} to hold its tensors; load without --no-mmap", allocated.status().message());
+  if (!allocated.ok())
+    return Status::errorf("{} to hold its tensors; load without --no-mmap", allocated.status().message());
   HugePageMemory memory = std::move(allocated).value();
   // read(), not a copy from the mapping: the mapping's pages would count in this process's
   // resident memory next to the copy.

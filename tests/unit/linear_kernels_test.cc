@@ -146,8 +146,8 @@ TEST(LinearKernels, Fp8OddBlocksAndLargeScales) {
 // included); x of ordinary size, with outliers that move its shift (1e30, and 1e38 with block
 // scales of 300, where scale x 2^(120 - shift) overflows and the blocks go element by element),
 // and tiny (1e-30); a NaN code in one block; a NaN and an infinity in x; with the denormal guard
-// off and on, and with each of the two byte placements (unpacks, permute). On a CPU with AVX-512 and GFNI the avx512 family must take the path (otherwise this
-// is another float-path test).
+// off and on, and with each of the two byte placements (unpacks, permute). On a CPU with AVX-512
+// and GFNI the avx512 family must take the path (otherwise this is another float-path test).
 TEST(LinearKernels, Fp8GfniPathMatchesTheReference) {
   IsaGuard guard;
   const bool saved_guard = cpu::fp8_denormal_guard(), saved_permute = cpu::fp8_byte_permute();

@@ -52,7 +52,8 @@ struct Spec {
 // A safetensors file of the given tensors, packed back to back in this order (so at odd
 // offsets), with the header padded by spaces until the data section starts `start_mod_64` bytes
 // past a 64-byte boundary. Returns the file's bytes; each tensor's bytes are random.
-std::vector<uint8_t> make_file(const std::vector<Spec>& specs, size_t start_mod_64, std::map<std::string, std::vector<uint8_t>>* contents) {
+std::vector<uint8_t> make_file(const std::vector<Spec>& specs, size_t start_mod_64,
+                               std::map<std::string, std::vector<uint8_t>>* contents) {
   std::mt19937 rng(11);
   std::string header = "{";
   std::vector<uint8_t> data;
