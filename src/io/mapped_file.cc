@@ -55,8 +55,12 @@ Expected<std::unique_ptr<MappedFile>> MappedFile::open(const std::string& path) 
   return file;
 }
 
-MappedFile::~MappedFile() {
+MappedFile::~MappedFile() { unmap(); }
+
+void MappedFile::unmap() {
   if (mapped_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  mapped_ = false;
+  data_ = nullptr;
 }
 
 Expected<std::string> read_text_file(const std::string& path) {

@@ -24,6 +24,10 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
   bool is_mapped() const { return mapped_; }
+  // Gives the mapping back once nothing reads through it (its tensors were copied elsewhere), so
+  // that the pages it brought in stop counting in this process's memory. data() is null after;
+  // size() and path() stay.
+  void unmap();
 
  private:
   MappedFile() = default;

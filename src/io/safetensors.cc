@@ -163,11 +163,12 @@ Status SafetensorsFile::copy_into_memory(const std::function<void(size_t)>& prog
   std::sort(order.begin(), order.end(), [](const TensorView* a, const TensorView* b) { return a->data < b->data; });
   std::vector<size_t> placed(order.size());
   std::vector<Piece> pieces;
-  size_t end = 0;
+  size_t end = 0, data_bytes = 0;
   for (size_t i = 0; i < order.size(); ++i) {
     const TensorView& t = *order[i];
     placed[i] = (end + kAlign - 1) / kAlign * kAlign;
     end = placed[i] + t.nbytes;
+    data_bytes += t.nbytes;
     const auto from = static_cast<size_t>(t.data - file_->data());
     for (size_t at = 0; at < t.nbytes; at += kPiece)
       pieces.push_back({placed[i] + at, from + at, std::min(kPiece, t.nbytes - at)});
@@ -180,12 +181,7 @@ Status SafetensorsFile::copy_into_memory(const std::function<void(size_t)>& prog
   // resident memory next to the copy.
   const int fd = ::open(path().c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Status::errorf("{}: cannot open to read it into memory: {}", path(), std::strerror(errno));
-  const size_t header_bytes = file_size() - [&] {
-    size_t data = 0;
-    for (const TensorView* t : order) data += t->nbytes;
-    return data;
-  }();
-  std::atomic<size_t> copied{header_bytes};
+  std::atomic<size_t> copied{file_size() - data_bytes};  // the header counts as done
   std::atomic<int64_t> failed_at{-1};
 #pragma omp parallel for schedule(dynamic)
   for (size_t p = 0; p < pieces.size(); ++p) {
@@ -209,6 +205,7 @@ Status SafetensorsFile::copy_into_memory(const std::function<void(size_t)>& prog
   memory.make_read_only();
   for (size_t i = 0; i < order.size(); ++i) order[i]->data = memory.data() + placed[i];
   memory_ = std::move(memory);
+  file_->unmap();  // the first bind read scales and norms through it: those pages go too
   if (progress) progress(file_size());
   return {};
 }

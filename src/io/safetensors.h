@@ -12,8 +12,8 @@
 #include <vector>
 
 #include "base/dtype.h"
-#include "base/status.h"
 #include "base/huge_page_memory.h"
+#include "base/status.h"
 #include "io/mapped_file.h"
 
 namespace dseek::io {
@@ -59,10 +59,11 @@ class SafetensorsFile {
   // 4 KiB pages (reads from 2 MiB pages ran 10-15% faster), and safetensors places tensors at any
   // byte offset, so nearly every 64-byte vector load of a mapped weight spans two cache lines
   // (on an Emerald Rapids core such loads issue at 0.85 a cycle against 2 aligned; see
-  // docs/kernels.md for what that costs the kernels). Must run before anyone
-  // copies a view's data pointer (the model binds its weights after). The memory is private and
-  // read-only; it must fit in RAM. `progress` gets the file's bytes done so far (the header
-  // counts as done). A file that is not mapped (read into memory already) is left as it is.
+  // docs/kernels.md for what that costs the kernels). Must run before anyone copies a view's
+  // data pointer (the model binds its weights after). The memory is private and read-only; it
+  // must fit in RAM. The file's mapping is given back after. `progress` gets the file's bytes
+  // done so far (the header counts as done). A file that is not mapped (read into memory
+  // already) is left as it is.
   Status copy_into_memory(const std::function<void(size_t)>& progress = {});
   bool in_anonymous_memory() const { return memory_.data() != nullptr; }
 

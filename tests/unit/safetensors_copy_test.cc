@@ -1,6 +1,7 @@
 // io::SafetensorsFile::copy_into_memory (--no-mmap): every tensor moves into private memory on a
-// 64-byte boundary with its bytes unchanged, progress reaches the file size, a second call does
-// nothing, and a file cut short is a one-line error that leaves the views on the mapping.
+// 64-byte boundary with its bytes unchanged, the file's mapping is given back, progress reaches
+// the file size, a second call does nothing, and a file cut short is a one-line error that leaves
+// the views on the mapping.
 #include <unistd.h>
 
 #include <cstdio>
@@ -41,6 +42,15 @@ long anonymous_kb_at(const void* p) {
     if (inside && std::sscanf(line.c_str(), "Anonymous: %ld kB", &kb) == 1) return kb;
   }
   return -1;
+}
+
+// Whether /proc/self/maps lists a mapping of `path`.
+bool mapped_in_this_process(const std::string& path) {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line))
+    if (line.size() >= path.size() && line.compare(line.size() - path.size(), path.size(), path) == 0) return true;
+  return false;
 }
 
 struct Spec {
@@ -103,10 +113,12 @@ TEST(SafetensorsCopy, EveryTensorLandsOn64BytesWithItsBytes) {
   for (const auto& [name, t] : f.tensors()) misaligned_before += reinterpret_cast<uintptr_t>(t.data) % 64 != 0;
   EXPECT_GE(misaligned_before, 4);  // the premise: the file places them anywhere
   EXPECT_FALSE(f.in_anonymous_memory());
+  EXPECT_TRUE(mapped_in_this_process(path));
 
   std::vector<size_t> progress;
   ASSERT_TRUE(f.copy_into_memory([&](size_t n) { progress.push_back(n); }).ok());
   EXPECT_TRUE(f.in_anonymous_memory());
+  EXPECT_FALSE(mapped_in_this_process(path));  // nothing reads through the mapping any more
   ASSERT_EQ(f.tensors().size(), kSpecs.size());
   for (const auto& [name, t] : f.tensors()) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(t.data) % 64, 0u) << name;
@@ -151,6 +163,7 @@ TEST(SafetensorsCopy, ATruncatedFileIsAnErrorAndTheViewsStay) {
   EXPECT_NE(s.message().find("read failed at byte 1048576"), std::string::npos) << s.message();
   EXPECT_EQ(s.message().find('\n'), std::string::npos);
   EXPECT_FALSE(f.in_anonymous_memory());
+  EXPECT_TRUE(mapped_in_this_process(path));
   EXPECT_EQ(f.find("w")->data, before);
   std::filesystem::remove(path);
 }
