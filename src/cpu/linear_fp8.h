@@ -10,11 +10,11 @@
 // The float32 bits of weight byte s.eeee.mmm are s.0000eeee.mmm0...0: value * 2^-120 exactly,
 // subnormal codes included (e4m3's subnormals land on float32's, whose bias differs by the same
 // 120). The unpacks work within 128-bit lanes, so a 64-weight step holds its weights in the order
-// of fp8_x_slot below (the permute keeps them in order), and x is stored to match, scaled by 2^shift with the rule of
-// bf16_x_shift (the largest |x| just under 2^127) so that the products, about 2^-120 smaller
-// than w * x, stay clear of float32's subnormal range. Each block's sum is scaled once by its
-// scale x 2^(120 - shift); the products themselves are exact, so the outputs differ from the
-// float path only in the order of the float32 additions.
+// of fp8_x_slot below (the permute keeps them in order), and x is stored to match, scaled by
+// 2^shift with the rule of bf16_x_shift (the largest |x| just under 2^127) so that the products,
+// about 2^-120 smaller than w * x, stay clear of float32's subnormal range. Each block's sum is
+// scaled once by its scale x 2^(120 - shift); the products themselves are exact, so the outputs
+// differ from the float path only in the order of the float32 additions.
 //
 // Legend: T = tokens, in = input features, out = output features.
 #pragma once
@@ -52,9 +52,9 @@ void set_fp8_dot(bool on);
 // FP8's subnormal codes become float32 denormals here. AMD's cores multiply those at full speed;
 // Intel's take a microcode assist for each (a step of 64 uniformly random bytes nearly always
 // holds one: 0.9 GB/s on two threads of an Emerald Rapids VM, against 20 for the float path).
-// With the guard (the default on every CPU but AMD's) a step holding a code of exponent 0 goes through
-// normal operands instead, with the same products (linear_fp8_avx512.cc). Trained weights hold
-// few such codes, so the check (two operations a step) is nearly all the guard costs.
+// With the guard (the default on every CPU but AMD's) a step holding a code of exponent 0 goes
+// through normal operands instead, with the same products (linear_fp8_avx512.cc). Trained weights
+// hold few such codes, so the check (two operations a step) is nearly all the guard costs.
 // DSEEK_FP8_DENORMAL_GUARD=0/1 or set_fp8_denormal_guard() overrides (tests run both).
 bool fp8_denormal_guard();
 void set_fp8_denormal_guard(bool on);

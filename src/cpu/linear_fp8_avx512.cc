@@ -64,7 +64,9 @@ struct UnpackConverter {
 struct PermuteConverter {
   __m512i matrices =
       _mm512_set_epi64(kLowByte, kLowByte, kLowByte, kLowByte, kHighByte, kHighByte, kHighByte, kHighByte);
-  __m512i place[2];  // weights 16 k + [0, 16) of a half: lane j's bytes 2 and 3 from 32 + 16 k + j and 16 k + j
+  // For weights 16 k + [0, 16) of a half: lane j's bytes 2 and 3 from bytes 32 + 16 k + j and
+  // 16 k + j.
+  __m512i place[2];
   static constexpr __mmask64 kTopBytes = 0xCCCCCCCCCCCCCCCCull;
 
   PermuteConverter() {

@@ -77,7 +77,9 @@ class Weights {
   const io::Checkpoint& checkpoint() const { return *ckpt_; }
   // Takes the checkpoint back, for a bind again after its tensors moved
   // (io::SafetensorsFile::copy_into_memory); the weights bound so far go with `w`.
-  static std::unique_ptr<io::Checkpoint> release_checkpoint(std::unique_ptr<Weights> w) { return std::move(w->ckpt_); }
+  static std::unique_ptr<io::Checkpoint> release_checkpoint(std::unique_ptr<Weights> w) {
+    return std::move(w->ckpt_);
+  }
 
   LinearWeight embed_tokens;  // [vocab_size, hidden_size]
   std::vector<LayerWeights> layers;

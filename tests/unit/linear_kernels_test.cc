@@ -197,7 +197,8 @@ TEST(LinearKernels, Fp8GfniPathMatchesTheReference) {
           // A NaN code in row 3's second block: that block's outputs become NaN, the other rows not.
           t.bytes[kMisalign + 3 * in + bc + 5] = 0x7f;
           t.w.finite = false;
-          for (int64_t T : {1, 4}) expect_matches_reference(t.w, T, rng, name(isa, DType::kF8E4M3, out, in, T) + " NaN code");
+          for (int64_t T : {1, 4})
+            expect_matches_reference(t.w, T, rng, name(isa, DType::kF8E4M3, out, in, T) + " NaN code");
         }
       }
     });
