@@ -90,6 +90,11 @@ constexpr int kMr = 8, kNr = 32;
 
 template <int M>
 void micro_m(const float* xp, const float* wp, int64_t kc, float* c, int64_t ldc, bool accumulate, int n) {
+  // The output tile is read and written at the end; at prefill it is in L3 or memory by then.
+  for (int i = 0; i < M; ++i) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16), _MM_HINT_T0);
+  }
   V acc[M][2];
   for (int i = 0; i < M; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
   for (int64_t kk = 0; kk < kc; ++kk) {

@@ -113,6 +113,19 @@ void gemv(const LinearKernels& k, ComputeType c, const float* x, int64_t T, cons
 
 constexpr int64_t kPanelSkew = 48;  // floats: 192 bytes
 
+// Inputs of a panel decoded at a time: nr rows x 128 floats (16 KB on AVX-512) stay in L1 between
+// the decode and the transposition, where a whole kKc-wide block would go through L2 and back.
+constexpr int64_t kDecodeChunk = 128;
+
+// Weight rows [r0, r0 + n) x inputs [c0, c0 + k) requested into L2: the next panel's bytes, while
+// the micro-kernel sweeps the current panel. Its rows lie a row apart, a stride the hardware
+// prefetchers do not follow, so the decode would otherwise wait on memory row after row.
+void prefetch_panel(const WeightView& w, int64_t r0, int64_t n, int64_t c0, int64_t k) {
+  const int64_t row = row_bytes(w), first = c0 * row / w.in, bytes = k * row / w.in;
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(w.data + (r0 + j) * row + first + b, 0, 2);
+}
+
 // Tokens per packed pass: bounds the packed copy of x ([kTc, in] floats); a longer T runs in
 // passes that each decode the weights again (cheap next to 2 * kTc FLOPs per weight).
 constexpr int64_t kTc = 768;
@@ -157,16 +170,25 @@ void gemm_pass(const LinearKernels& k, const float* x, int64_t T, const WeightVi
         const int64_t c0 = cb * kKc, kc = std::min(kKc, in - c0);
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t r0 = p * nr, n = std::min(nr, out - r0);
-          k.decode_block(w, r0, n, c0, kc, rows, kc);
           if (k.transpose_panel != nullptr) {
-            k.transpose_panel(rows, n, kc, wp);
+            for (int64_t k0 = 0; k0 < kc; k0 += kDecodeChunk) {
+              const int64_t kn = std::min(kDecodeChunk, kc - k0);
+              k.decode_block(w, r0, n, c0 + k0, kn, rows, kn);
+              k.transpose_panel(rows, n, kn, wp + k0 * nr);
+            }
           } else {
+            k.decode_block(w, r0, n, c0, kc, rows, kc);
             for (int64_t j = 0; j < n; ++j) {
               const float* src = rows + j * kc;
               for (int64_t kk = 0; kk < kc; ++kk) wp[kk * nr + j] = src[kk];
             }
             for (int64_t j = n; j < nr; ++j)
               for (int64_t kk = 0; kk < kc; ++kk) wp[kk * nr + j] = 0.0f;
+          }
+          if (p + 1 < p1) {
+            prefetch_panel(w, r0 + nr, std::min(nr, out - r0 - nr), c0, kc);
+          } else if (cb + 1 < cblocks) {
+            prefetch_panel(w, p0 * nr, std::min(nr, out - p0 * nr), c0 + kKc, std::min(kKc, in - c0 - kKc));
           }
           for (int64_t tb = 0; tb < tblocks; ++tb) {
             const int m = static_cast<int>(std::min(mr, T - tb * mr));

@@ -29,7 +29,10 @@ struct Bf16X;  // linear_bf16.h
 struct Fp8X;   // linear_fp8.h
 
 constexpr int kGemvMaxTokens = 4;
-constexpr int64_t kKc = 256;  // inputs per packed block: a [kKc, nr] float panel stays in L1/L2
+// Inputs per packed block: a [kKc, nr] float panel (128 KB on AVX-512) stays in L2. Each block
+// reads and writes the outputs once more, and those [T, out] floats are too many for any cache
+// at prefill; 1024 ran the v3-slice FP8 shapes 10-16% faster than 256 (docs/kernels.md).
+constexpr int64_t kKc = 1024;
 
 struct LinearKernels {
   Isa isa = Isa::kScalar;

@@ -338,6 +338,9 @@ TEST(LinearKernels, ThreadedShapes) {
     for (DType d : {DType::kBF16, DType::kF8E4M3, DType::kU8}) {
       TestWeight t = make_weight(d, 300, 768, rng);
       for (int64_t T : {1, 4, 5, 33}) expect_matches_reference(t.w, T, rng, name(isa, d, 300, 768, T));
+      // Two input blocks (cpu::kKc), the second ending in a partial decode chunk and FP8 block.
+      TestWeight wide = make_weight(d, 70, cpu::kKc + 224, rng);
+      for (int64_t T : {5, 33}) expect_matches_reference(wide.w, T, rng, name(isa, d, 70, cpu::kKc + 224, T));
     }
   }
 }
