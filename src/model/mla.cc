@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -211,6 +212,70 @@ void attend_absorbed(const ModelConfig& c, const AttentionWeights& w, const floa
   }
 }
 
+// Query rows per block of the naive form's products: bounds the [block, S] scores of one head.
+constexpr int64_t kNaiveQueryBlock = 128;
+
+// Segments of at least this many new tokens take attend_causal_blocks; shorter ones the key-by-key
+// loop, where attention is a small share of the work. The threshold also keeps the golden
+// fixtures' prompts (at most 90 tokens) on the loop their BF16-compute greedy tokens were checked
+// with: tiny-v3's third prompt has a reference margin of 0.027 at one step, within reach of bf16
+// rounding, and the blocked core's other float32 summation order (outputs 1e-6 apart where |o|
+// reaches 4) tipped it there.
+// Tests lower it (set_blocked_attention_min_tokens) to hold the blocked core to the golden logits.
+std::atomic<int64_t> g_blocked_min_tokens{kNaiveQueryBlock};
+
+// The naive form's core without a key selection (causal: query t sees keys [0, p0 + t]). A task
+// is one head and one block of queries: its scores are one packed product against the head's
+// keys, only the rows the block's last query sees, and its outputs one more against those keys'
+// values, transposed. Activations times activations: float32 whatever the compute type. Tasks
+// rather than heads go to the threads, so that a model with fewer heads than cores (V2-Lite: 16)
+// keeps them all busy and the late blocks, which see more keys, spread out. Dot products a key at
+// a time ran 16 GFLOP/s, 16% of a v3-slice prefill of 512 tokens.
+//   q [T, H, d_n + d_r], kv [S, H, d_n + d_v], k_rope [S, d_r] -> o [T, H, d_v]
+void attend_causal_blocks(const ModelConfig& c, const float* q, const float* kv, const float* k_rope, int64_t T,
+                          int64_t p0, float scale, float* o) {
+  const int64_t H = c.num_attention_heads, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim,
+                dqk = dn + dr, blocks = (T + kNaiveQueryBlock - 1) / kNaiveQueryBlock;
+#pragma omp parallel
+  {
+    // [n, d_qk] (k_nope, then k_rope), [B, d_qk], [B, n], [d_v, n], [B, d_v]
+    std::vector<float> keys, queries, scores, values, out;
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < H * blocks; ++task) {
+      const int64_t h = task / blocks, t0 = task % blocks * kNaiveQueryBlock;
+      const int64_t B = std::min(kNaiveQueryBlock, T - t0), n = p0 + t0 + B;  // n: keys of the last query
+      keys.resize(static_cast<size_t>(n * dqk));
+      for (int64_t s = 0; s < n; ++s) {
+        std::copy_n(kv + (s * H + h) * (dn + dv), dn, keys.data() + s * dqk);
+        std::copy_n(k_rope + s * dr, dr, keys.data() + s * dqk + dn);
+      }
+      queries.resize(static_cast<size_t>(B * dqk));
+      for (int64_t i = 0; i < B; ++i) std::copy_n(q + ((t0 + i) * H + h) * dqk, dqk, queries.data() + i * dqk);
+      scores.resize(static_cast<size_t>(B * n));
+      ops::LinearWeight k_rows;  // F32 [n, d_qk]
+      k_rows.out = n, k_rows.in = dqk, k_rows.data = reinterpret_cast<const uint8_t*>(keys.data());
+      ops::linear_f32(queries.data(), B, k_rows, scores.data());
+      for (int64_t i = 0; i < B; ++i) {
+        float* p = scores.data() + i * n;
+        const int64_t seen = p0 + t0 + i + 1;
+        for (int64_t j = 0; j < seen; ++j) p[j] *= scale;
+        ops::softmax_inplace(p, seen);
+        std::fill(p + seen, p + n, 0.0f);
+      }
+      values.resize(static_cast<size_t>(dv * n));
+      for (int64_t s = 0; s < n; ++s) {
+        const float* v = kv + (s * H + h) * (dn + dv) + dn;
+        for (int64_t j = 0; j < dv; ++j) values[j * n + s] = v[j];
+      }
+      out.resize(static_cast<size_t>(B * dv));
+      ops::LinearWeight v_rows;  // F32 [d_v, n]
+      v_rows.out = dv, v_rows.in = n, v_rows.data = reinterpret_cast<const uint8_t*>(values.data());
+      ops::linear_f32(scores.data(), B, v_rows, out.data());
+      for (int64_t i = 0; i < B; ++i) std::copy_n(out.data() + i * dv, dv, o + ((t0 + i) * H + h) * dv);
+    }
+  }
+}
+
 void attend_naive(const ModelConfig& c, const AttentionWeights& w, const float* q, const SegmentRows& rows,
                   int64_t T, int64_t S, const KeyRange& keys, float scale, float* o) {
   const int64_t H = c.num_attention_heads, r = c.kv_lora_rank, dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim,
@@ -226,6 +291,9 @@ void attend_naive(const ModelConfig& c, const AttentionWeights& w, const float* 
   }
   std::vector<float> kv(static_cast<size_t>(S * H * (dn + dv)));
   ops::linear(latents.data(), S, w.kv_b_proj, kv.data());
+  if (keys.selection == nullptr && T >= g_blocked_min_tokens.load(std::memory_order_relaxed))
+    return attend_causal_blocks(c, q, kv.data(), k_rope.data(), T, S - T, scale, o);
+  // Key by key: short segments, or a key selection (V3.2 with the naive form forced).
 #pragma omp parallel
   {
     std::vector<float> p;
@@ -251,6 +319,10 @@ void attend_naive(const ModelConfig& c, const AttentionWeights& w, const float* 
 }
 
 }  // namespace
+
+void set_blocked_attention_min_tokens(int64_t n) { g_blocked_min_tokens.store(n, std::memory_order_relaxed); }
+
+int64_t blocked_attention_min_tokens() { return g_blocked_min_tokens.load(std::memory_order_relaxed); }
 
 void mla_forward(const ModelConfig& c, const AttentionWeights& w, const RopeTable& rope, const float* x, int64_t T,
                  std::span<const MlaSegment> segments, int64_t latent_width, AttentionForm form, float* out) {

@@ -43,6 +43,12 @@ struct MlaSegment {
 // overlap); out: [T, D]. Appends this layer's latent rows for each segment's tokens to its
 // cache (whose room was reserved by the caller). kAuto picks the form per segment (by T_i), so
 // each sequence gets exactly the result it would get alone.
+// The naive form's attention core runs as packed matrix products, a block of queries at a time,
+// for segments of at least this many new tokens (default 128), and key by key below (mla.cc
+// says why). Tests lower it to check the blocked core on the golden fixtures' short prompts.
+void set_blocked_attention_min_tokens(int64_t n);
+int64_t blocked_attention_min_tokens();
+
 void mla_forward(const ModelConfig& c, const AttentionWeights& w, const RopeTable& rope, const float* x, int64_t T,
                  std::span<const MlaSegment> segments, int64_t latent_width, AttentionForm form, float* out);
 

@@ -291,5 +291,60 @@ TEST(Mla, NaiveAndAbsorbedFormsAgreeWithSparseSelection) {
   EXPECT_LE(err, 1e-5 * ref);
 }
 
+// The naive form's blocked core (from blocked_attention_min_tokens() new tokens: packed products a
+// block of 128 queries at a time) against the absorbed form and against the key-by-key loop, on
+// a second segment after 37 cached tokens: 259 new tokens make two full query blocks and a
+// 3-query tail (the matrix-vector path).
+TEST(Mla, BlockedNaiveCoreAgreesWithAbsorbedAndKeyByKey) {
+  json j = v3_671b();
+  for (auto [k, v] : {std::pair{"vocab_size", 64}, {"hidden_size", 96}, {"intermediate_size", 64},
+                      {"moe_intermediate_size", 16}, {"num_hidden_layers", 1}, {"num_nextn_predict_layers", 0},
+                      {"first_k_dense_replace", 1}, {"num_attention_heads", 3}, {"num_key_value_heads", 3},
+                      {"q_lora_rank", 48}, {"kv_lora_rank", 32}, {"qk_nope_head_dim", 16}, {"qk_rope_head_dim", 8},
+                      {"v_head_dim", 12}})
+    j[k] = v;
+  j["rope_scaling"]["original_max_position_embeddings"] = 16;
+  const testing::ScratchDir scratch("mla_blocked");
+  const auto dir = scratch.path() / "model";
+  ASSERT_TRUE(write_random_checkpoint(j.dump(), dir.string(), {}).ok());
+  auto m = Model::load(dir.string());
+  ASSERT_TRUE(m.ok()) << m.status().message();
+  const ModelConfig& c = m.value()->config();
+  const LayerWeights& lw = m.value()->weights().layers[0];
+  const RopeTable rope(c);
+  const int64_t p0 = 37, T = 259, D = c.hidden_size;
+  ASSERT_GE(T, blocked_attention_min_tokens());
+  std::vector<float> x(static_cast<size_t>((p0 + T) * D));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37 * i) + 0.5f * std::cos(0.011 * i);
+  auto run = [&](AttentionForm form, int64_t blocked_min) {
+    const int64_t saved = blocked_attention_min_tokens();
+    set_blocked_attention_min_tokens(blocked_min);
+    kv::LatentCache cache(c, p0 + T);
+    std::vector<float> first(static_cast<size_t>(p0 * D)), out(static_cast<size_t>(T * D));
+    EXPECT_TRUE(cache.reserve_next(p0).ok());
+    const MlaSegment prefix{0, p0, 0, kv::LayerView{&cache, 0}};
+    mla_forward(c, lw.attn, rope, x.data(), p0, std::span(&prefix, 1), cache.latent_width(), form, first.data());
+    cache.commit(p0);
+    EXPECT_TRUE(cache.reserve_next(T).ok());
+    const MlaSegment segment{0, T, p0, kv::LayerView{&cache, 0}};
+    mla_forward(c, lw.attn, rope, x.data() + p0 * D, T, std::span(&segment, 1), cache.latent_width(), form,
+                out.data());
+    set_blocked_attention_min_tokens(saved);
+    return out;
+  };
+  const std::vector<float> blocked = run(AttentionForm::kNaive, blocked_attention_min_tokens());
+  const std::vector<float> key_by_key = run(AttentionForm::kNaive, T + 1);
+  const std::vector<float> absorbed = run(AttentionForm::kAbsorbed, blocked_attention_min_tokens());
+  for (const auto* other : {&key_by_key, &absorbed}) {
+    double err = 0, ref = 0;
+    for (size_t i = 0; i < blocked.size(); ++i) {
+      err = std::max(err, std::fabs(double(blocked[i]) - (*other)[i]));
+      ref = std::max(ref, std::fabs(double((*other)[i])));
+    }
+    EXPECT_LE(err, 1e-5 * ref) << (other == &absorbed ? "against the absorbed form" : "against key by key");
+    EXPECT_GT(ref, 0.0);
+  }
+}
+
 }  // namespace
 }  // namespace dseek::model
