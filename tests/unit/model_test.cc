@@ -252,26 +252,43 @@ TEST(Router, GroupLimitedGreedyScoresGroupsByTheirBestExpert) {
   EXPECT_NEAR(r.weights[0], std::exp(2.0) / z * 16, 1e-5);
 }
 
-// The two MLA forms compute the same attention, also over a sparse selection: run one V3.2
-// layer on identical inputs and cache in both forms.
-TEST(Mla, NaiveAndAbsorbedFormsAgreeWithSparseSelection) {
+// One small V3 attention layer (3 heads, latent 32) for comparing the attention forms.
+json small_mla_layer() {
   json j = v3_671b();
-  j["architectures"] = {"DeepseekV32ForCausalLM"};
-  j["model_type"] = "deepseek_v32";
   for (auto [k, v] : {std::pair{"vocab_size", 64}, {"hidden_size", 96}, {"intermediate_size", 64},
                       {"moe_intermediate_size", 16}, {"num_hidden_layers", 1}, {"num_nextn_predict_layers", 0},
                       {"first_k_dense_replace", 1}, {"num_attention_heads", 3}, {"num_key_value_heads", 3},
                       {"q_lora_rank", 48}, {"kv_lora_rank", 32}, {"qk_nope_head_dim", 16}, {"qk_rope_head_dim", 8},
-                      {"v_head_dim", 12}, {"index_n_heads", 2}, {"index_head_dim", 128}, {"index_topk", 5}})
+                      {"v_head_dim", 12}})
     j[k] = v;
   j["rope_scaling"]["original_max_position_embeddings"] = 16;
-  const testing::ScratchDir scratch("mla");
+  return j;
+}
+
+// A random checkpoint of config j written under scratch and loaded; null (with a test failure)
+// if either step fails.
+std::unique_ptr<Model> load_random_checkpoint(const json& j, const testing::ScratchDir& scratch) {
   const auto dir = scratch.path() / "model";
-  ASSERT_TRUE(write_random_checkpoint(j.dump(), dir.string(), {}).ok());
+  const Status written = write_random_checkpoint(j.dump(), dir.string(), {});
+  EXPECT_TRUE(written.ok()) << written.message();
+  if (!written.ok()) return nullptr;
   auto m = Model::load(dir.string());
-  ASSERT_TRUE(m.ok()) << m.status().message();
-  const ModelConfig& c = m.value()->config();
-  const LayerWeights& lw = m.value()->weights().layers[0];
+  EXPECT_TRUE(m.ok()) << m.status().message();
+  return m.ok() ? std::move(m.value()) : nullptr;
+}
+
+// The two MLA forms compute the same attention, also over a sparse selection: run one V3.2
+// layer on identical inputs and cache in both forms.
+TEST(Mla, NaiveAndAbsorbedFormsAgreeWithSparseSelection) {
+  json j = small_mla_layer();
+  j["architectures"] = {"DeepseekV32ForCausalLM"};
+  j["model_type"] = "deepseek_v32";
+  for (auto [k, v] : {std::pair{"index_n_heads", 2}, {"index_head_dim", 128}, {"index_topk", 5}}) j[k] = v;
+  const testing::ScratchDir scratch("mla");
+  const std::unique_ptr<Model> m = load_random_checkpoint(j, scratch);
+  ASSERT_TRUE(m);
+  const ModelConfig& c = m->config();
+  const LayerWeights& lw = m->weights().layers[0];
   const RopeTable rope(c);
   const int64_t T = 20, D = c.hidden_size;
   std::vector<float> x(static_cast<size_t>(T * D));
@@ -296,21 +313,11 @@ TEST(Mla, NaiveAndAbsorbedFormsAgreeWithSparseSelection) {
 // a second segment after 37 cached tokens: 259 new tokens make two full query blocks and a
 // 3-query tail (the matrix-vector path).
 TEST(Mla, BlockedNaiveCoreAgreesWithAbsorbedAndKeyByKey) {
-  json j = v3_671b();
-  for (auto [k, v] : {std::pair{"vocab_size", 64}, {"hidden_size", 96}, {"intermediate_size", 64},
-                      {"moe_intermediate_size", 16}, {"num_hidden_layers", 1}, {"num_nextn_predict_layers", 0},
-                      {"first_k_dense_replace", 1}, {"num_attention_heads", 3}, {"num_key_value_heads", 3},
-                      {"q_lora_rank", 48}, {"kv_lora_rank", 32}, {"qk_nope_head_dim", 16}, {"qk_rope_head_dim", 8},
-                      {"v_head_dim", 12}})
-    j[k] = v;
-  j["rope_scaling"]["original_max_position_embeddings"] = 16;
   const testing::ScratchDir scratch("mla_blocked");
-  const auto dir = scratch.path() / "model";
-  ASSERT_TRUE(write_random_checkpoint(j.dump(), dir.string(), {}).ok());
-  auto m = Model::load(dir.string());
-  ASSERT_TRUE(m.ok()) << m.status().message();
-  const ModelConfig& c = m.value()->config();
-  const LayerWeights& lw = m.value()->weights().layers[0];
+  const std::unique_ptr<Model> m = load_random_checkpoint(small_mla_layer(), scratch);
+  ASSERT_TRUE(m);
+  const ModelConfig& c = m->config();
+  const LayerWeights& lw = m->weights().layers[0];
   const RopeTable rope(c);
   const int64_t p0 = 37, T = 259, D = c.hidden_size;
   ASSERT_GE(T, blocked_attention_min_tokens());
